@@ -1,0 +1,9 @@
+"""Per-paper models: backbones (``<paper>/network.py``) and LightningModules (``<paper>/module.py``).
+
+:class:`FlowMatchingModule` is the shared training recipe; every paper subclasses it.
+"""
+
+from avgen.models.base import FlowMatchingModule
+from avgen.models.foleygenex import FoleyGenEx
+
+__all__ = ["FlowMatchingModule", "FoleyGenEx"]

@@ -1,0 +1,393 @@
+"""FoleyGenEx backbone: the MMAudio multimodal transformer (FoleyGenEx §3, MMAudio §3.2-3.3).
+
+Reads top-down like the method section:
+
+1. Input projections (no residuals). Audio latent: Conv1d k7 -> SELU -> ConvMLP k7. CLIP video
+   frames: Linear -> ConvMLP k3. Synchformer features: a learnable position embedding per token
+   of each 8-token segment, then Conv1d k7 -> SELU -> ConvMLP k3. Text: Linear -> SwiGLU MLP.
+2. Conditions. Global: c_g = TimestepEmbedding(t) + MLP(Linear(mean clip) + Linear(mean text)).
+   Frame-aligned: c_f = c_g + sync features upsampled (nearest-exact) to the latent length, so
+   every latent frame gets its own adaLN shift/scale/gate (MMAudio's synchronisation module).
+3. Joint blocks over [latent | clip | text]: per-stream weights, ONE attention (MMDiT). The
+   latent stream is modulated by c_f, clip and text by c_g. In the last joint block clip and
+   text are pre-only: they only contribute keys/values.
+4. Single-stream latent blocks (self-attention), modulated by c_f.
+5. Final layer: adaLN (2 params) + Conv1d k7 to the latent channels, conditioned on c_g
+   (MMAudio's checkpoints, its issue #55) or c_f.
+
+RoPE (interleaved pairs, theta 1e4) rotates Q/K of latent positions 0..T-1 and of CLIP frames at
+rescaled positions i * T / F (8 fps frames placed on the latent timeline); text gets none.
+QK-norm is a per-head RMSNorm. adaLN modulations and the final layer are zero-initialised, so
+every block starts as the identity and the initial velocity is 0 (DiT's adaLN-Zero).
+
+Absent conditions (``video_present`` / ``text_present`` False, including CFG dropout) are
+replaced by learned, zero-initialised null features before projection: one CLIP vector and one
+sync vector repeated over time, and a (text_length, text_dim) null text sequence (MMAudio freezes
+the CLIP encoding of "" there; here it is learned, same shape).
+
+Not here (FoleyGenEx additions handled later): the InputEmbedding of the masked conditional
+latent; ``embed_latent`` is the single place where the latent enters and is meant to be extended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from avgen.nn import (
+    AdaLNZero,
+    ChannelLastConv1d,
+    ConvMLP,
+    FinalLayer,
+    QKVProjection,
+    SwiGLU,
+    TimestepEmbedding,
+    joint_attention,
+    masked_fill_padding,
+    mmaudio_hidden_dim,
+    modulate,
+    rescaled_positions,
+    rope_angles,
+    scaled_dot_product_attention,
+    upsample_to_length,
+)
+
+__all__ = ["FoleyGenExConditions", "FoleyGenExNetwork", "SYNC_SEGMENT_TOKENS"]
+
+SYNC_SEGMENT_TOKENS = 8  # Synchformer emits 8 tokens per 16-frame window
+
+
+@dataclass
+class FoleyGenExConditions:
+    """Condition tensors computed once per sample and reused at every ODE step.
+
+    clip (B, F, D) and text (B, L, D) are projected token streams; sync (B, T, D) is the projected
+    sync stream already upsampled to the latent length T; clip_global / text_global (B, D) are the
+    pooled vectors entering the global condition.
+    """
+
+    clip: Tensor
+    text: Tensor
+    sync: Tensor
+    clip_global: Tensor
+    text_global: Tensor
+
+    @property
+    def latent_length(self) -> int:
+        return self.sync.shape[1]
+
+
+class StreamBlock(nn.Module):
+    """One stream of an MMDiT block (MMAudio's MMDitSingleBlock), adaLN-Zero modulated.
+
+    pre_attention: LayerNorm -> modulate -> QKV (+ QK-norm, RoPE).
+    post_attention: x + gate * proj(attn); x + gate * FFN(modulate(LayerNorm(x))).
+    kernel_size 1 uses Linear layers (text), > 1 uses Conv1d over time (latent, clip).
+    A ``pre_only`` stream has a 2-parameter adaLN and is not updated (last joint block).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, kernel_size: int, qk_norm: bool,
+                 pre_only: bool = False):
+        super().__init__()
+        self.pre_only = pre_only
+        self.kernel_size = kernel_size
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = QKVProjection(dim, num_heads, qk_norm=qk_norm)
+        self.modulation = AdaLNZero(dim, num_params=2 if pre_only else 6)
+        if pre_only:
+            return
+        hidden = mmaudio_hidden_dim(dim, mlp_ratio)
+        if kernel_size == 1:
+            self.attn_out = nn.Linear(dim, dim)
+            self.ffn = SwiGLU(dim, hidden)
+        else:
+            self.attn_out = ChannelLastConv1d(dim, dim, kernel_size)
+            self.ffn = ConvMLP(dim, hidden, kernel_size)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+
+    def _project_out(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        return self.attn_out(x) if self.kernel_size == 1 else self.attn_out(x, mask)
+
+    def pre_attention(self, x: Tensor, c: Tensor, angles: Tensor | None):
+        """x (B, L, D), c (B, D) or (B, L, D) -> ((q, k, v) each (B, H, L, Dh), modulation)."""
+        params = self.modulation(c)
+        shift_msa, scale_msa = params[0], params[1]
+        qkv = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), angles)
+        return qkv, params
+
+    def post_attention(self, x: Tensor, attn: Tensor, params: tuple[Tensor, ...], mask: Tensor | None = None) -> Tensor:
+        """attn (B, H, L, Dh) -> updated x (B, L, D)."""
+        if self.pre_only:
+            return x
+        _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = params
+        attn = attn.transpose(1, 2).flatten(2)  # (B, L, H*Dh)
+        x = x + self._project_out(attn, mask) * gate_msa
+        x = x + self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp), mask) * gate_mlp
+        return x
+
+    def forward(self, x: Tensor, c: Tensor, angles: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """Single-stream block: self-attention over x alone (MMAudio's fused blocks)."""
+        qkv, params = self.pre_attention(x, c, angles)
+        return self.post_attention(x, scaled_dot_product_attention(*qkv, mask), params, mask)
+
+
+class JointBlock(nn.Module):
+    """MMDiT joint block over [latent | clip | text] with per-stream weights and ONE attention."""
+
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, qk_norm: bool, pre_only: bool):
+        super().__init__()
+        kwargs = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm)
+        self.latent_block = StreamBlock(dim, num_heads, kernel_size=3, **kwargs)
+        self.clip_block = StreamBlock(dim, num_heads, kernel_size=3, pre_only=pre_only, **kwargs)
+        self.text_block = StreamBlock(dim, num_heads, kernel_size=1, pre_only=pre_only, **kwargs)
+
+    def forward(self, latent: Tensor, clip: Tensor, text: Tensor, global_c: Tensor, frame_c: Tensor,
+                latent_angles: Tensor, clip_angles: Tensor, latent_mask: Tensor | None = None):
+        latent_qkv, latent_params = self.latent_block.pre_attention(latent, frame_c, latent_angles)
+        clip_qkv, clip_params = self.clip_block.pre_attention(clip, global_c, clip_angles)
+        text_qkv, text_params = self.text_block.pre_attention(text, global_c, None)
+        # Padded latent frames are excluded as keys; clip and text tokens are always attended
+        # (MMAudio attends text padding tokens too).
+        latent_attn, clip_attn, text_attn = joint_attention(
+            [latent_qkv, clip_qkv, text_qkv], key_masks=[latent_mask, None, None]
+        )
+        latent = self.latent_block.post_attention(latent, latent_attn, latent_params, latent_mask)
+        clip = self.clip_block.post_attention(clip, clip_attn, clip_params)
+        text = self.text_block.post_attention(text, text_attn, text_params)
+        return latent, clip, text
+
+
+class FoleyGenExNetwork(nn.Module):
+    """MMAudio backbone predicting the flow velocity of audio latents (B, T, C)."""
+
+    def __init__(
+        self,
+        *,
+        latent_channels: int,
+        semantic_dim: int,
+        sync_dim: int,
+        text_dim: int,
+        text_length: int = 77,
+        hidden_dim: int,
+        num_heads: int,
+        num_joint_blocks: int,
+        num_single_blocks: int,
+        mlp_ratio: float = 4.0,
+        qk_norm: bool = True,
+        timestep_frequency_dim: int = 256,
+        final_layer_condition: str = "global",
+    ):
+        super().__init__()
+        if final_layer_condition not in ("global", "frame_aligned"):
+            raise ValueError(f"final_layer_condition must be 'global' or 'frame_aligned', got {final_layer_condition!r}")
+        if hidden_dim % num_heads != 0 or (hidden_dim // num_heads) % 2 != 0:
+            raise ValueError(f"hidden_dim {hidden_dim} must split into {num_heads} heads of even size (RoPE pairs)")
+        if num_joint_blocks < 1:
+            raise ValueError("num_joint_blocks must be >= 1: the last joint block is where clip/text enter")
+        self.latent_channels = latent_channels
+        self.semantic_dim, self.sync_dim, self.text_dim = semantic_dim, sync_dim, text_dim
+        self.text_length = text_length
+        self.hidden_dim = hidden_dim
+        self.num_heads = num_heads
+        self.head_dim = hidden_dim // num_heads
+        self.final_layer_condition = final_layer_condition
+        hidden = mmaudio_hidden_dim(hidden_dim, mlp_ratio)
+
+        # 1. input projections
+        self.audio_input_proj = nn.Sequential(
+            ChannelLastConv1d(latent_channels, hidden_dim, 7), nn.SELU(), ConvMLP(hidden_dim, hidden, 7)
+        )
+        self.clip_input_proj = nn.Sequential(nn.Linear(semantic_dim, hidden_dim), ConvMLP(hidden_dim, hidden, 3))
+        self.sync_pos_emb = nn.Parameter(torch.zeros(1, 1, SYNC_SEGMENT_TOKENS, sync_dim))
+        self.sync_input_proj = nn.Sequential(
+            ChannelLastConv1d(sync_dim, hidden_dim, 7), nn.SELU(), ConvMLP(hidden_dim, hidden, 3)
+        )
+        self.text_input_proj = nn.Sequential(nn.Linear(text_dim, hidden_dim), SwiGLU(hidden_dim, hidden))
+
+        # 2. conditions
+        self.t_embed = TimestepEmbedding(hidden_dim, frequency_dim=timestep_frequency_dim)
+        self.clip_cond_proj = nn.Linear(hidden_dim, hidden_dim)
+        self.text_cond_proj = nn.Linear(hidden_dim, hidden_dim)
+        self.global_cond_mlp = SwiGLU(hidden_dim, hidden)
+
+        # learned null features for absent / dropped conditions
+        self.null_clip = nn.Parameter(torch.zeros(1, semantic_dim))
+        self.null_sync = nn.Parameter(torch.zeros(1, sync_dim))
+        self.null_text = nn.Parameter(torch.zeros(text_length, text_dim))
+
+        # 3-4. transformer
+        self.joint_blocks = nn.ModuleList(
+            JointBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm, pre_only=i == num_joint_blocks - 1)
+            for i in range(num_joint_blocks)
+        )
+        self.single_blocks = nn.ModuleList(
+            StreamBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, kernel_size=3, qk_norm=qk_norm)
+            for _ in range(num_single_blocks)
+        )
+
+        # 5. output
+        self.final_layer = FinalLayer(hidden_dim, latent_channels, kernel_size=7)
+
+        self._angle_cache: dict[tuple, Tensor] = {}
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier Linears, N(0, 0.02) timestep MLP, zero adaLN and output (DiT/MMAudio init)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        for module in self.modules():
+            if isinstance(module, AdaLNZero):
+                nn.init.zeros_(module.adaLN_modulation[-1].weight)
+                nn.init.zeros_(module.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.proj.weight)
+        nn.init.zeros_(self.final_layer.proj.bias)
+        for null in (self.sync_pos_emb, self.null_clip, self.null_sync, self.null_text):
+            nn.init.zeros_(null)
+
+    # ----------------------------------------------------------------------------- conditions
+    def preprocess_conditions(
+        self,
+        semantic_features: Tensor,
+        sync_features: Tensor,
+        text_features: Tensor,
+        *,
+        video_present: Tensor,
+        text_present: Tensor,
+        latent_length: int,
+    ) -> FoleyGenExConditions:
+        """Project the condition streams once (reused across ODE steps).
+
+        semantic_features (B, F, Ds) CLIP frames, sync_features (B, Ts, Dy) with Ts a multiple of
+        8, text_features (B, text_length, Dt); video_present / text_present (B,) bool select
+        the learned null features where False (clip and sync are dropped together, MMAudio).
+        """
+        self._check_conditions(semantic_features, sync_features, text_features, video_present, text_present)
+        batch = semantic_features.shape[0]
+        video = video_present.to(torch.bool).view(batch, 1, 1)
+        text_on = text_present.to(torch.bool).view(batch, 1, 1)
+        # torch.where (not arithmetic blending) so absent features cannot leak in, even as NaN
+        clip_f = torch.where(video, semantic_features, self.null_clip.to(semantic_features.dtype))
+        sync_f = torch.where(video, sync_features, self.null_sync.to(sync_features.dtype))
+        text_f = torch.where(text_on, text_features, self.null_text.to(text_features.dtype))
+
+        sync_f = sync_f.unflatten(1, (-1, SYNC_SEGMENT_TOKENS)) + self.sync_pos_emb  # (B, S, 8, Dy)
+        sync_f = self.sync_input_proj(sync_f.flatten(1, 2))  # (B, Ts, D)
+        sync_f = upsample_to_length(sync_f, latent_length)  # (B, T, D)
+
+        clip_f = self.clip_input_proj(clip_f)  # (B, F, D)
+        text_f = self.text_input_proj(text_f)  # (B, L, D)
+        return FoleyGenExConditions(
+            clip=clip_f,
+            text=text_f,
+            sync=sync_f,
+            clip_global=self.clip_cond_proj(clip_f.mean(dim=1)),
+            text_global=self.text_cond_proj(text_f.mean(dim=1)),
+        )
+
+    def _check_conditions(self, semantic, sync, text, video_present, text_present) -> None:
+        batch = semantic.shape[0]
+        expected = {
+            "semantic_features": (semantic, self.semantic_dim),
+            "sync_features": (sync, self.sync_dim),
+            "text_features": (text, self.text_dim),
+        }
+        for name, (tensor, dim) in expected.items():
+            if tensor.dim() != 3 or tensor.shape[0] != batch or tensor.shape[-1] != dim:
+                raise ValueError(
+                    f"{name} must be (B={batch}, length, {dim}), got {tuple(tensor.shape)}; "
+                    f"check the encoder's output_dim against the network config"
+                )
+        if sync.shape[1] % SYNC_SEGMENT_TOKENS != 0:
+            raise ValueError(
+                f"sync_features length {sync.shape[1]} is not a multiple of {SYNC_SEGMENT_TOKENS} "
+                f"(Synchformer emits {SYNC_SEGMENT_TOKENS} tokens per segment); pass whole segments"
+            )
+        if text.shape[1] != self.text_length:
+            raise ValueError(
+                f"text_features has {text.shape[1]} tokens, the network expects text_length="
+                f"{self.text_length}; pad/truncate the text encoder output (context_length) to match"
+            )
+        for name, flag in (("video_present", video_present), ("text_present", text_present)):
+            if flag.shape != (batch,):
+                raise ValueError(f"{name} must be a (B={batch},) bool tensor, got shape {tuple(flag.shape)}")
+
+    # ----------------------------------------------------------------------------- positions
+    def _angles(self, length: int, target_length: int, device: torch.device) -> Tensor:
+        """RoPE angles (length, Dh/2) for positions i * target_length / length, cached."""
+        key = (length, target_length, str(device))
+        angles = self._angle_cache.get(key)
+        if angles is None:
+            positions = rescaled_positions(length, target_length, device=device)
+            angles = rope_angles(positions, self.head_dim)
+            self._angle_cache[key] = angles
+        return angles
+
+    # ----------------------------------------------------------------------------- velocity
+    def embed_latent(self, x_t: Tensor, latent_mask: Tensor | None = None) -> Tensor:
+        """x_t (B, T, C) -> (B, T, D). The entry point FoleyGenEx's InputEmbedding extends."""
+        conv, act, mlp = self.audio_input_proj
+        return mlp(act(conv(x_t, latent_mask)), latent_mask)
+
+    def predict_velocity(
+        self, x_t: Tensor, t: Tensor, conditions: FoleyGenExConditions, latent_mask: Tensor | None = None
+    ) -> Tensor:
+        """x_t (B, T, C), t (B,) in [0, 1] -> velocity (B, T, C); zero at padded frames."""
+        batch, length, channels = x_t.shape
+        if channels != self.latent_channels:
+            raise ValueError(f"x_t has {channels} channels, the network expects {self.latent_channels}")
+        if conditions.latent_length != length:
+            raise ValueError(
+                f"conditions were preprocessed for latent_length={conditions.latent_length} but x_t has "
+                f"{length} frames; call preprocess_conditions with latent_length={length}"
+            )
+        if t.shape != (batch,):
+            raise ValueError(f"t must be (B={batch},), got {tuple(t.shape)}")
+        if latent_mask is not None and latent_mask.shape != (batch, length):
+            raise ValueError(f"latent_mask must be (B, T) = ({batch}, {length}), got {tuple(latent_mask.shape)}")
+
+        latent = self.embed_latent(x_t, latent_mask)
+        clip, text = conditions.clip, conditions.text
+        global_c = self.t_embed(t) + self.global_cond_mlp(conditions.clip_global + conditions.text_global)  # (B, D)
+        global_c = global_c.unsqueeze(1)  # (B, 1, D)
+        frame_c = global_c + conditions.sync  # (B, T, D): frame-aligned adaLN condition
+
+        latent_angles = self._angles(length, length, x_t.device)
+        clip_angles = self._angles(clip.shape[1], length, x_t.device)  # CLIP frames on the latent timeline
+
+        for block in self.joint_blocks:
+            latent, clip, text = block(latent, clip, text, global_c, frame_c, latent_angles, clip_angles, latent_mask)
+        for block in self.single_blocks:
+            latent = block(latent, frame_c, latent_angles, latent_mask)
+
+        final_c = global_c if self.final_layer_condition == "global" else frame_c
+        velocity = self.final_layer(latent, final_c, latent_mask)
+        return masked_fill_padding(velocity, latent_mask)
+
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        semantic_features: Tensor,
+        sync_features: Tensor,
+        text_features: Tensor,
+        video_present: Tensor,
+        text_present: Tensor,
+        latent_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Training path: preprocess_conditions + predict_velocity in one call."""
+        conditions = self.preprocess_conditions(
+            semantic_features,
+            sync_features,
+            text_features,
+            video_present=video_present,
+            text_present=text_present,
+            latent_length=x_t.shape[1],
+        )
+        return self.predict_velocity(x_t, t, conditions, latent_mask)

@@ -1,0 +1,169 @@
+"""Attention building blocks shared by every backbone.
+
+Tensors are (B, H, L, Dh) inside attention and (B, L, D) outside. Masks are boolean with
+True = keep. A query row whose keys are all masked returns zeros rather than NaN (an empty caption,
+a sample without video).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from avgen.nn.rope import apply_rope, apply_rope_to_segment
+
+__all__ = [
+    "scaled_dot_product_attention",
+    "RMSNorm",
+    "QKVProjection",
+    "SelfAttention",
+    "joint_attention",
+    "CrossAttention",
+]
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """softmax(q k^T / sqrt(Dh)) v over (B, H, L, Dh) tensors.
+
+    mask: None, (B, Lk) key padding mask or (B, Lq, Lk) bool, True = attend. Rows with no key
+    to attend to give 0 (SDPA would give NaN).
+    """
+    if mask is None:
+        return F.scaled_dot_product_attention(q, k, v)
+    if mask.dtype != torch.bool:
+        raise TypeError(f"attention mask must be bool (True = keep), got {mask.dtype}")
+    if mask.dim() == 2:
+        mask = mask[:, None, :]  # (B, 1, Lk): same for every query
+    if mask.dim() != 3:
+        raise ValueError(f"attention mask must be (B, Lk) or (B, Lq, Lk), got {tuple(mask.shape)}")
+    has_key = mask.any(dim=-1, keepdim=True)  # (B, Lq|1, 1)
+    safe = mask | ~has_key  # a fully masked row attends everywhere, then is zeroed below
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None])
+    return out * has_key[:, None].to(out.dtype)
+
+
+class RMSNorm(nn.Module):
+    """RMS normalisation with a learnable gain (QK-norm over the head dim, SD3/MMAudio)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x_float = x.float()
+        normed = x_float * torch.rsqrt(x_float.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        # cast back to x's dtype so q/k keep v's dtype under autocast (SDPA needs one dtype)
+        return (normed * self.weight.float()).to(x.dtype)
+
+
+class QKVProjection(nn.Module):
+    """One fused Linear to (q, k, v) per head, optional per-head RMS QK-norm and RoPE.
+
+    (B, L, D) -> three (B, H, L, Dh). This is the per-stream half of an MMDiT block: each stream
+    owns one of these, and the streams then meet in one attention call (``joint_attention``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, bias: bool = True):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+
+    def forward(self, x: Tensor, angles: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = rearrange(self.qkv(x), "b l (n h d) -> n b h l d", n=3, h=self.num_heads)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if angles is not None:
+            q, k = apply_rope(q, angles), apply_rope(k, angles)
+        return q, k, v
+
+
+def joint_attention(
+    qkvs: Sequence[tuple[Tensor, Tensor, Tensor]], key_masks: Sequence[Tensor | None] | None = None
+) -> list[Tensor]:
+    """MMDiT joint attention (SD3, MMAudio): per-stream q/k/v, ONE attention over all streams.
+
+    qkvs: per stream (q, k, v), each (B, H, L_i, Dh). key_masks: per stream (B, L_i) bool or None
+    (= all valid). The streams are concatenated along the sequence, attended together, and the
+    output is split back into per-stream (B, H, L_i, Dh) tensors in the same order.
+    """
+    lengths = [q.shape[-2] for q, _, _ in qkvs]
+    q, k, v = (torch.cat([s[i] for s in qkvs], dim=-2) for i in range(3))
+    mask = None
+    if key_masks is not None and any(m is not None for m in key_masks):
+        batch = q.shape[0]
+        mask = torch.cat(
+            [
+                torch.ones(batch, n, dtype=torch.bool, device=q.device) if m is None else m
+                for m, n in zip(key_masks, lengths)
+            ],
+            dim=1,
+        )
+    out = scaled_dot_product_attention(q, k, v, mask)
+    return list(out.split(lengths, dim=-2))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with QK-norm and optional RoPE: (B, L, D) -> (B, L, D)."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, bias: bool = True):
+        super().__init__()
+        self.qkv = QKVProjection(dim, num_heads, qk_norm=qk_norm, bias=bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, angles: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        out = scaled_dot_product_attention(*self.qkv(x, angles), mask)
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class CrossAttention(nn.Module):
+    """Queries from x (B, Lq, D) attend to a context (B, Lk, Dc).
+
+    RoPE is optional on each side: ``query_angles`` (Lq, Dh/2) rotate every query;
+    ``key_angles`` rotate the keys, all of them, or only keys [start, end) when
+    ``key_rope_range=(start, end)`` is given (OmniSonic Eq. 7 rotates only the visual segment of a
+    [caption | visual] context). Positions may be rescaled (Harmony) before computing angles.
+    """
+
+    def __init__(self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = True, bias: bool = True):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.kv = nn.Linear(context_dim, 2 * dim, bias=bias)
+        self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor,
+        *,
+        context_mask: Tensor | None = None,
+        query_angles: Tensor | None = None,
+        key_angles: Tensor | None = None,
+        key_rope_range: tuple[int, int] | None = None,
+    ) -> Tensor:
+        q = self.q_norm(rearrange(self.q(x), "b l (h d) -> b h l d", h=self.num_heads))
+        k, v = rearrange(self.kv(context), "b l (n h d) -> n b h l d", n=2, h=self.num_heads)
+        k = self.k_norm(k)
+        if query_angles is not None:
+            q = apply_rope(q, query_angles)
+        if key_angles is not None:
+            if key_rope_range is None:
+                k = apply_rope(k, key_angles)
+            else:
+                k = apply_rope_to_segment(k, key_angles, *key_rope_range)
+        out = scaled_dot_product_attention(q, k, v, context_mask)
+        return self.proj(rearrange(out, "b h l d -> b l (h d)"))
