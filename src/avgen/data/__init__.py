@@ -1,0 +1,15 @@
+"""Data: the batch schema, ToyWorld (the embedded default data), manifest datasets of real media."""
+
+from avgen.data.batch import AVBatch, Sample, collate, length_mask
+from avgen.data.export import export_toyworld
+from avgen.data.manifest import ManifestDataModule, ManifestDataset, collate_skipping, read_manifest
+from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_wav
+from avgen.data.toyworld import CLASS_NAMES, CLASSES, SCENARIOS, ToyWorld, ToyWorldDataModule
+
+__all__ = [
+    "AVBatch", "Sample", "collate", "length_mask",
+    "ToyWorld", "ToyWorldDataModule", "SCENARIOS", "CLASSES", "CLASS_NAMES",
+    "ManifestDataModule", "ManifestDataset", "read_manifest", "collate_skipping",
+    "MediaError", "load_audio", "load_video", "write_wav", "write_mp4",
+    "export_toyworld",
+]
