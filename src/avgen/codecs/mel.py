@@ -57,12 +57,12 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     f_max = sample_rate / 2 if f_max is None else f_max
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"MelCodec: need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}")
-    fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, dtype=torch.float64)
+    # Built on the CPU explicitly: these are constants, also needed when a model is built on the
+    # meta device (``avgen summary``).
+    cpu = dict(dtype=torch.float64, device="cpu")
+    fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, **cpu)
     mel_edges = torch.linspace(
-        hz_to_mel(torch.tensor(f_min, dtype=torch.float64)).item(),
-        hz_to_mel(torch.tensor(f_max, dtype=torch.float64)).item(),
-        n_mels + 2,
-        dtype=torch.float64,
+        hz_to_mel(torch.tensor(f_min, **cpu)).item(), hz_to_mel(torch.tensor(f_max, **cpu)).item(), n_mels + 2, **cpu
     )
     edges = mel_to_hz(mel_edges)  # (n_mels + 2,)
     widths = edges.diff()  # (n_mels + 1,)

@@ -23,15 +23,13 @@ def export_toyworld(n: int, output_dir: str | Path, split: str = "train", seed: 
     scenario has video) and ``<id>_ref.wav`` (reference audio, when present). ``manifest.jsonl``
     lists them with their texts, ``task``, ``split`` and the ground truth under ``meta``.
     ``media_options`` are :class:`~avgen.data.toyworld.ToyWorld` arguments (``duration``,
-    ``sample_rate``, ``scenarios``, ``speech``) plus ``size`` (video side, default 64).
+    ``sample_rate``, ``scenarios``, ``speech``) plus ``size`` (video side, default 64). The files
+    carry one 25 fps video stream; readers decode it at whatever frame rates their model needs.
     """
     if n < 1:
         raise ValueError(f"export_toyworld: n must be >= 1, got {n}")
     options = dict(media_options)
-    size = int(options.pop("size", options.pop("sync_size", 64)))
-    options.pop("semantic_size", None)
-    options.pop("semantic_fps", None)
-    options.pop("sync_fps", None)
+    size = int(options.pop("size", 64))
     unknown = set(options) - {"duration", "sample_rate", "scenarios", "speech"}
     if unknown:
         raise TypeError(f"export_toyworld: unknown media options {sorted(unknown)}; "
