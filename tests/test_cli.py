@@ -18,13 +18,16 @@ from avgen.cli import main, run_cli
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "configs" / "foleygenex" / "tiny.yaml")
 # Shrink the tiny config further for tests: small splits, 1 s clips, short validation sampling.
+# The data is a BalancedDataModule over two ToyWorlds (VTA first, TTA second).
 FAST = [
     "--data.init_args.batch_size=4",
-    "--data.init_args.train_size=16",
-    "--data.init_args.val_size=4",
-    "--data.init_args.test_size=4",
-    "--data.init_args.predict_size=2",
-    "--data.init_args.duration=1.0",
+    "--data.init_args.first.init_args.train_size=8",
+    "--data.init_args.second.init_args.train_size=8",
+    "--data.init_args.first.init_args.val_size=4",
+    "--data.init_args.first.init_args.test_size=4",
+    "--data.init_args.first.init_args.predict_size=2",
+    "--data.init_args.first.init_args.duration=1.0",
+    "--data.init_args.second.init_args.duration=1.0",
     "--model.init_args.duration=1.0",
     "--model.init_args.num_val_sampling_steps=2",
     "--model.init_args.num_val_log_samples=1",
@@ -185,6 +188,7 @@ def test_ddp_fit_on_cpu_with_two_processes(tmp_path):
     result = subprocess.run(
         [str(script), "fit", "--config", TINY, *FAST, f"--trainer.default_root_dir={tmp_path}",
          "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=3",
+         "--trainer.use_distributed_sampler=false",  # BalancedDataModule shards its batches per rank itself
          "--trainer.val_check_interval=3", "--model.init_args.num_val_generate_batches=1"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400,
     )
@@ -205,3 +209,18 @@ def test_generate_from_one_video_file_and_caption(fitted, tmp_path):
     audio, rate = sf.read(str(out / f"{video.stem}.wav"), dtype="float32")
     assert rate == 16000 and audio.shape == (16000,)  # the configured clip duration (1 s)
     assert np.isfinite(audio).all() and np.abs(audio).max() > 1e-3
+
+
+def test_tiny_config_trains_on_balanced_vta_tta_batches_with_adverb_augmentation():
+    from avgen.data import AdverbAugmentation, BalancedDataModule, ToyWorldDataModule
+
+    dm = run_cli(["--config", TINY, *FAST], run=False).datamodule
+    assert isinstance(dm, BalancedDataModule) and dm.ratio == 0.5
+    assert isinstance(dm.first, ToyWorldDataModule) and isinstance(dm.second, ToyWorldDataModule)
+    assert isinstance(dm.second.transform, AdverbAugmentation) and dm.first.transform is None
+    dm.setup("fit")
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 4  # 8 + 8 samples, 2 + 2 per batch
+    for batch in batches:
+        assert batch.task == ["vta", "vta", "tta", "tta"]
+    assert any("augmentation" in m for b in batches for m in b.meta)  # some TTA captions carry adverbs

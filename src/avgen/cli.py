@@ -2,7 +2,9 @@
 
 * ``avgen fit|validate|test|predict --config configs/<paper>/<name>.yaml [--a.b=c]``: LightningCLI in
   subclass mode for model and data, so any model runs on any datamodule (design §2).
-* ``avgen generate --config C --ckpt_path K --output_dir D [inputs]``: one ``<id>.wav`` per sample.
+* ``avgen generate --config C --ckpt_path K --output_dir D [inputs]``: one ``<id>.wav`` per sample;
+  ``--task {tta,vta,tc-vta,ac-vta,fe,edit}`` selects a FoleyGenEx task (§3.2) with its inputs
+  (``--reference_audio``, ``--edit_start/--edit_end``, ``--total_duration``).
 * ``avgen summary --config C``: parameter counts per submodule, built on the meta device.
 * ``avgen toyworld export --n N --output_dir D``: ToyWorld as real files (mp4 + wav + manifest).
 """
@@ -16,7 +18,7 @@ from typing import Any, Optional, Union
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from torch.utils.data import DataLoader
 
@@ -27,7 +29,12 @@ import avgen.models  # noqa: F401
 from avgen.conditioning.tiny import register_tiny_models
 from avgen.models.base import FlowMatchingModule
 
-__all__ = ["main", "run_cli", "AvgenCLI", "AvgenTrainer", "WavWriter", "model_summary"]
+__all__ = ["main", "run_cli", "AvgenCLI", "AvgenTrainer", "WavWriter", "TaskOptions", "model_summary", "TASKS"]
+
+# FoleyGenEx tasks (§3.2, Fig. 3 and 7) and the inputs each one needs besides the datamodule's sample.
+TASKS: tuple[str, ...] = ("tta", "vta", "tc-vta", "ac-vta", "fe", "edit")
+VIDEO_TASKS = ("vta", "tc-vta", "ac-vta", "fe", "edit")
+REFERENCE_TASKS = ("ac-vta", "fe", "edit")  # tasks that take --reference_audio (edit: the audio to edit)
 
 _LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "generate")
 _COMMANDS = {
@@ -100,6 +107,11 @@ class AvgenTrainer(L.Trainer):
         num_steps: Optional[int] = None,
         cfg_scale: Optional[float] = None,
         seed: Optional[int] = 0,
+        task: Optional[str] = None,
+        reference_audio: Optional[str] = None,
+        edit_start: Optional[float] = None,
+        edit_end: Optional[float] = None,
+        total_duration: Optional[float] = None,
     ) -> list[Path]:
         """Write one <id>.wav per sample from a checkpoint (datamodule predict split, a manifest or one video).
 
@@ -113,6 +125,18 @@ class AvgenTrainer(L.Trainer):
             num_steps: Euler steps (default: the model's ``num_sampling_steps``).
             cfg_scale: classifier-free guidance scale (default: the model's ``cfg_scale``; 1 disables).
             seed: noise seed; batch i uses seed + i. None draws fresh noise.
+            task: a FoleyGenEx task, one of tta, vta, tc-vta (text-controlled: video semantics
+                zeroed; ``caption``, else each sample's contradicting caption), ac-vta (audio-controlled:
+                reference audio), fe (Foley extension of a reference segment), edit (regenerate
+                a time window). Without it the model's plain ``generate`` runs.
+            reference_audio: audio file (loaded at the model's rate): the reference of ac-vta, the
+                segment fe continues, the audio edit regenerates a window of; default: each sample's
+                reference audio (fe: else the start of its own audio; edit: its own audio).
+            edit_start: start of the window to regenerate (seconds, --task edit); default: each
+                sample's ``meta["edit_window"]`` (ToyWorld provides one).
+            edit_end: end of the window to regenerate (seconds, --task edit).
+            total_duration: seconds of audio to generate by chained Foley extension (--task fe); the
+                data is loaded with video covering this duration.
         """
         if ckpt_path is None:
             raise ValueError("avgen generate needs --ckpt_path <checkpoint>; train one with `avgen fit` first")
@@ -120,25 +144,147 @@ class AvgenTrainer(L.Trainer):
             raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
         if manifest is not None and (video is not None or caption is not None):
             raise ValueError("give either --manifest or --video/--caption, not both")
-        model.predict_options = {"num_steps": num_steps, "cfg_scale": cfg_scale, "seed": seed}
-        writer = WavWriter(output_dir)
-        self.callbacks.append(writer)
+        single = manifest is None and (video is not None or (caption is not None and task in (None, "tta")))
+        callbacks: list[Callback] = [WavWriter(output_dir)]
+        writer = callbacks[0]
+        options: dict[str, Any] = {"num_steps": num_steps, "cfg_scale": cfg_scale, "seed": seed}
+        if task is None:
+            for flag, value in (("--reference_audio", reference_audio), ("--edit_start", edit_start),
+                                ("--edit_end", edit_end), ("--total_duration", total_duration)):
+                if value is not None:
+                    raise ValueError(f"{flag} belongs to a task: add --task ({', '.join(TASKS)})")
+            model.predict_options = options
+        else:
+            _check_task_flags(model, task, video, caption, manifest, single, reference_audio, edit_start, edit_end,
+                              total_duration, datamodule)
+            reference = None
+            if reference_audio is not None:
+                from avgen.data.media import load_audio
+
+                reference = load_audio(reference_audio, model.codec.sample_rate, None, 0.0).waveform
+            edit_window = None if edit_start is None else (float(edit_start), float(edit_end))
+            callbacks.append(TaskOptions({**options, "task": task, "edit_window": edit_window,
+                                          "total_duration": total_duration}, reference, caption, reference_audio))
+            if total_duration is not None and not single and manifest is None:
+                datamodule.predict_duration = float(total_duration)  # video covering the extension
+        self.callbacks.extend(callbacks)
         try:
             if manifest is not None:
-                loader = _manifest_loader(manifest, datamodule)
+                loader = _manifest_loader(manifest, datamodule, total_duration)
                 self.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
-            elif video is not None or caption is not None:
-                loader = _single_sample_loader(video, caption, transcript, datamodule, model)
+            elif single:
+                loader = _single_sample_loader(video, caption, transcript, datamodule, model, total_duration)
                 self.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
             else:
                 if datamodule is None:
                     raise ValueError("no datamodule configured: give --manifest, --video or --caption")
                 self.predict(model, datamodule=datamodule, ckpt_path=ckpt_path, return_predictions=False)
         finally:
-            self.callbacks.remove(writer)
+            for callback in callbacks:
+                self.callbacks.remove(callback)
         if self.is_global_zero:
             print(f"avgen generate: wrote {len(writer.written)} wav files to {Path(output_dir).resolve()}")
         return writer.written
+
+
+class TaskOptions(Callback):
+    """Sets ``model.predict_options`` for each predict batch of a ``--task`` run.
+
+    The keys the task-aware ``predict_step`` reads: ``task``, ``num_steps``, ``cfg_scale``, ``seed``,
+    ``reference_audio`` ((B, S) tensor or None: then each sample's own), ``reference_lengths`` ((B,) or
+    None), ``caption`` (list of B strings or None: then the samples' captions, or for tc-vta their
+    ``meta["contradicting_caption"]``), ``edit_window`` ((start, end) seconds or None: then each
+    sample's ``meta["edit_window"]``), ``total_duration`` (seconds or None).
+    """
+
+    def __init__(self, options: dict[str, Any], reference: Optional[torch.Tensor], caption: Optional[str],
+                 reference_path: Optional[str] = None) -> None:
+        self.options, self.reference, self.caption, self.reference_path = options, reference, caption, reference_path
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        task, size = self.options["task"], len(batch)
+        reference = lengths = None
+        if self.reference is not None:
+            reference = self.reference.to(pl_module.device)[None].expand(size, -1).contiguous()
+            lengths = torch.full((size,), self.reference.shape[0], dtype=torch.long, device=pl_module.device)
+        elif task == "ac-vta" and not bool(batch.has_reference_audio.all()):
+            lacking = [i for i, has in zip(batch.ids, batch.has_reference_audio.tolist()) if not has]
+            raise ValueError(
+                f"--task ac-vta needs reference audio, but samples {lacking[:4]} carry none; give "
+                "--reference_audio PATH (an audio file), or use data whose samples have reference audio "
+                "(ToyWorld: always_reference: true; manifests: a 'reference_audio' column)"
+            )
+        elif task in ("fe", "edit") and not bool((batch.has_reference_audio | batch.has_audio).all()
+                                                  if task == "fe" else batch.has_audio.all()):
+            what = "a segment to continue" if task == "fe" else "the audio to edit"
+            raise ValueError(f"--task {task} needs {what}, but samples {batch.ids[:4]} carry no audio; give "
+                             "--reference_audio PATH (an audio file)")
+        if task == "edit" and self.options["edit_window"] is None:
+            lacking = [i for i, m in zip(batch.ids, batch.meta) if not m.get("edit_window")]
+            if lacking:
+                raise ValueError(f"--task edit needs a window, but samples {lacking[:4]} have no meta['edit_window']; "
+                                 "give --edit_start S --edit_end S (seconds)")
+        pl_module.predict_options = {
+            **self.options,
+            "reference_audio": reference,
+            "reference_lengths": lengths,
+            "caption": None if self.caption is None else [self.caption] * size,
+        }
+
+
+def _check_task_flags(
+    model: FlowMatchingModule,
+    task: str,
+    video: Optional[str],
+    caption: Optional[str],
+    manifest: Optional[str],
+    single: bool,
+    reference_audio: Optional[str],
+    edit_start: Optional[float],
+    edit_end: Optional[float],
+    total_duration: Optional[float],
+    datamodule: Optional[L.LightningDataModule],
+) -> None:
+    """Clear errors for flags that do not fit the task (before any checkpoint is loaded)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown --task {task!r}; choose one of {', '.join(TASKS)}")
+    if not hasattr(model, "generate_task"):
+        raise ValueError(f"--task needs a model with task generation (FoleyGenEx); {type(model).__name__} has none. "
+                         "Drop --task to use the model's own generation")
+    if task == "tta" and video is not None:
+        raise ValueError("--task tta generates from text only: drop --video (or use --task vta)")
+    if task == "tta" and caption is None and manifest is None and datamodule is None:
+        raise ValueError("--task tta needs a caption: give --caption TEXT")
+    if task in VIDEO_TASKS and manifest is None and video is None and datamodule is None:
+        raise ValueError(f"--task {task} needs video: give --video PATH, --manifest PATH or configure data")
+    if reference_audio is not None:
+        if task not in REFERENCE_TASKS:
+            raise ValueError(f"--reference_audio is used by --task {' / '.join(REFERENCE_TASKS)}, not {task}")
+        if not Path(reference_audio).is_file():
+            raise FileNotFoundError(f"--reference_audio {reference_audio} does not exist; give an audio file")
+    elif task in REFERENCE_TASKS and single:
+        what = {"ac-vta": "reference audio", "fe": "a segment to continue", "edit": "the audio to edit"}[task]
+        raise ValueError(f"--task {task} with --video needs {what}: give --reference_audio PATH (an audio file)")
+    if (edit_start is None) != (edit_end is None):
+        raise ValueError("give both --edit_start and --edit_end (seconds), or neither to use each sample's window")
+    if edit_start is not None:
+        if task != "edit":
+            raise ValueError(f"--edit_start/--edit_end belong to --task edit, not --task {task}")
+        if edit_start < 0 or edit_start >= edit_end:
+            raise ValueError(f"--edit_start {edit_start} must be >= 0 and < --edit_end {edit_end}")
+        clip = float(_media_options(datamodule).get("duration", model.duration))
+        if reference_audio is None and edit_end > clip + 1e-6:
+            raise ValueError(f"--edit_end {edit_end} is past the end of the {clip:g} s clip; choose a window inside it")
+    if total_duration is not None:
+        if task != "fe":
+            raise ValueError(f"--total_duration belongs to --task fe (chained Foley extension), not --task {task}")
+        clip = float(_media_options(datamodule).get("duration", model.duration))
+        if not total_duration > clip:
+            raise ValueError(f"--total_duration {total_duration} must exceed the {clip:g} s training window "
+                             "(shorter clips need no extension: use --task vta)")
+        if not single and manifest is None and datamodule is not None and not hasattr(datamodule, "predict_duration"):
+            raise ValueError(f"{type(datamodule).__name__} cannot load clips of --total_duration; use "
+                             "ToyWorldDataModule / ManifestDataModule / BalancedDataModule, --manifest or --video")
 
 
 def _media_options(datamodule: Optional[L.LightningDataModule]) -> dict[str, Any]:
@@ -154,10 +300,14 @@ def _media_options(datamodule: Optional[L.LightningDataModule]) -> dict[str, Any
     return options
 
 
-def _manifest_loader(manifest: str, datamodule: Optional[L.LightningDataModule]):
+def _manifest_loader(
+    manifest: str, datamodule: Optional[L.LightningDataModule], total_duration: Optional[float] = None
+):
     from avgen.data import ManifestDataModule
 
     options = _media_options(datamodule)
+    if total_duration is not None:
+        options["duration"] = float(total_duration)
     batch_size = getattr(datamodule, "batch_size", None) or getattr(datamodule, "hparams", {}).get("batch_size", 1)
     dm = ManifestDataModule(predict_manifest=manifest, batch_size=batch_size, num_workers=0, **options)
     dm.setup("predict")
@@ -170,13 +320,19 @@ def _single_sample_loader(
     transcript: Optional[str],
     datamodule: Optional[L.LightningDataModule],
     model: FlowMatchingModule,
+    total_duration: Optional[float] = None,
 ) -> DataLoader:
-    """A loader of one sample from explicit inputs: the video's two frame streams and the texts."""
+    """A loader of one sample from explicit inputs: the video's two frame streams and the texts.
+
+    With ``total_duration`` (chained Foley extension) the video covers that many seconds, while the
+    model's ``duration`` stays the training window.
+    """
     from avgen.data.batch import Sample, collate
 
     options = _media_options(datamodule)
     sample_rate = int(options.get("sample_rate", model.codec.sample_rate))
-    duration = float(options.get("duration", model.duration))
+    window = float(options.get("duration", model.duration))
+    duration = window if total_duration is None else float(total_duration)
     streams: dict[str, Any] = {}
     sample_id = "sample"
     if video is not None:
@@ -199,7 +355,7 @@ def _single_sample_loader(
         **streams,
     )
     # No audio: generate() produces `duration` seconds; keep the model's duration in step with the data.
-    model.duration = duration
+    model.duration = window
     return DataLoader([sample], batch_size=1, collate_fn=collate)
 
 

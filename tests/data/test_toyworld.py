@@ -171,3 +171,41 @@ def test_scenario_mix_and_datamodule():
     assert len(list(dm.predict_dataloader())[0]) == 2
     with pytest.raises(ValueError, match="unknown ToyWorld scenarios"):
         ToyWorldDataModule(scenarios=["nope"])
+
+
+def test_foleygenex_task_inputs_contradicting_caption_and_edit_window(world):
+    """TC-VTA text of another class, an edit window strictly inside the clip; deterministic."""
+    from avgen.data.toyworld import ADVERB_WORDS
+
+    nouns = {c.noun for c in CLASSES}
+    for index in range(12):
+        s = world.sample(index, scenario="vta" if index % 2 else "tta")
+        meta = s.meta
+        other = meta["contradicting_class"]
+        assert other != meta["class"]
+        text = meta["contradicting_caption"]
+        assert CLASSES[other].noun in text and CLASSES[meta["class"]].noun not in text
+        assert {n for n in nouns if n in text} == {CLASSES[other].noun}
+        # same adverbs: only the class differs from the real caption
+        for key, value in meta["adverbs"].items():
+            if value != "normal":
+                assert ADVERB_WORDS[key][value] in text
+        start, end = meta["edit_window"]
+        assert 0.0 < start < end < world.duration
+        assert 0.25 * world.duration - 1e-3 <= end - start <= 0.5 * world.duration + 1e-3
+        again = ToyWorld(speech="formant").sample(index, scenario="vta" if index % 2 else "tta")
+        assert again.meta == meta
+
+
+def test_always_reference_adds_a_reference_and_changes_nothing_else():
+    plain = ToyWorld(duration=1.0, speech="formant", scenarios=["vta", "tta"])
+    always = ToyWorld(duration=1.0, speech="formant", scenarios=["vta", "tta"], always_reference=True)
+    drawn = 0
+    for index in range(8):
+        a, b = plain.sample(index), always.sample(index)
+        assert torch.equal(a.audio, b.audio) and a.caption == b.caption and a.meta == b.meta
+        assert b.reference_audio is not None and b.reference_audio.shape == (16000,)
+        if a.reference_audio is not None:
+            drawn += 1
+            assert torch.equal(a.reference_audio, b.reference_audio)
+    assert drawn < 8  # by default only some samples draw a reference

@@ -16,8 +16,10 @@ from avgen.models.foleygenex import FoleyGenEx
 
 
 def tiny_model(**overrides) -> FoleyGenEx:
+    # mask_strategy "none": the shared recipe exactly (FoleyGenEx's masking is tested in test_foleygenex_masking.py)
     kwargs = dict(
-        hidden_dim=32, num_heads=2, num_joint_blocks=1, num_single_blocks=1, duration=1.0, num_val_sampling_steps=2
+        hidden_dim=32, num_heads=2, num_joint_blocks=1, num_single_blocks=1, duration=1.0, num_val_sampling_steps=2,
+        mask_strategy="none",
     )
     kwargs.update(overrides)
     return FoleyGenEx(

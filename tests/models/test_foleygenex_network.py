@@ -174,8 +174,8 @@ def test_latent_padding_does_not_change_valid_frames(final_layer_condition):
     # reach valid frames either: attention keys and every time convolution have to be masked
     original = net.embed_latent
 
-    def noisy_embed(x_t, latent_mask=None):
-        h = original(x_t, latent_mask)
+    def noisy_embed(x_t, latent_mask=None, cond_latent=None):
+        h = original(x_t, latent_mask, cond_latent)
         return h + 50 * torch.randn_like(h) * (~mask[..., None])
 
     net.embed_latent = noisy_embed

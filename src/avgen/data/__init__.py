@@ -1,9 +1,12 @@
-"""Data: the batch schema, ToyWorld (the embedded default data), manifest datasets of real media."""
+"""Data: the batch schema, ToyWorld (the embedded default data), manifest datasets of real media,
+FoleyGenEx adverb augmentation and balanced two-dataset batches."""
 
+from avgen.data.augmentation import AdverbAugmentation, AppliedAugmentation, mine_adverbs
 from avgen.data.batch import AVBatch, Sample, collate, length_mask
 from avgen.data.export import export_toyworld
 from avgen.data.manifest import ManifestDataModule, ManifestDataset, collate_skipping, read_manifest
 from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_wav
+from avgen.data.mixing import BalancedBatchSampler, BalancedDataModule
 from avgen.data.toyworld import CLASS_NAMES, CLASSES, SCENARIOS, ToyWorld, ToyWorldDataModule
 
 __all__ = [
@@ -12,4 +15,6 @@ __all__ = [
     "ManifestDataModule", "ManifestDataset", "read_manifest", "collate_skipping",
     "MediaError", "load_audio", "load_video", "write_wav", "write_mp4",
     "export_toyworld",
+    "AdverbAugmentation", "AppliedAugmentation", "mine_adverbs",
+    "BalancedDataModule", "BalancedBatchSampler",
 ]

@@ -19,7 +19,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
@@ -165,6 +165,7 @@ class ManifestDataset(Dataset):
         skip_silent: bool = False,
         short_video: str = "pad",
         probe_media: bool = True,
+        transform: Callable[[Sample], Sample] | None = None,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r} must be one of {ON_ERROR}")
@@ -175,6 +176,7 @@ class ManifestDataset(Dataset):
         self.fps = (float(semantic_fps), float(sync_fps))
         self.sizes = (int(semantic_size), int(sync_size))
         self.on_error, self.skip_silent, self.short_video = on_error, skip_silent, short_video
+        self.transform = transform  # Sample -> Sample after decoding (e.g. AdverbAugmentation)
         all_rows = read_manifest(self.manifest)
         # A row with a ``split`` column belongs only to that split; rows without one belong to all.
         rows = [r for r in all_rows if split is None or r.split is None or r.split == split]
@@ -218,7 +220,7 @@ class ManifestDataset(Dataset):
     def __getitem__(self, index: int) -> Sample | None:
         row = self.rows[index]
         try:
-            return self.load(row)
+            sample = self.load(row)
         except MediaError as e:
             if self.on_error == "raise":
                 raise self._fail(row, e) from e
@@ -226,6 +228,7 @@ class ManifestDataset(Dataset):
             log.warning("skipping %s line %d (id %r) [%d skipped while loading in this process]: %s",
                         self.manifest, row.line, row.id, self.runtime_skips, e)
             return None
+        return sample if self.transform is None else self.transform(sample)
 
     def load(self, row: ManifestRow) -> Sample:
         """Decode one row into a :class:`Sample` (raises :class:`MediaError`)."""
@@ -295,6 +298,9 @@ class ManifestDataModule(L.LightningDataModule):
     ``short_video``: ``"pad"`` repeats a short video's last frame (recorded in ``meta``) or ``"skip"``.
     ``probe_media``: parse every file's header at setup (catches truncated/unreadable files before
     the first epoch); ``False`` only checks that files exist (faster for huge manifests).
+    ``transform``: a ``Sample -> Sample`` callable (e.g. ``avgen.data.AdverbAugmentation``) applied to
+    the splits in ``transform_splits`` (default: train only). ``predict_duration``: clip length of the
+    predict split when it differs from ``duration`` (``avgen generate --total_duration``).
     """
 
     def __init__(
@@ -316,11 +322,16 @@ class ManifestDataModule(L.LightningDataModule):
         shuffle: bool = True,
         short_video: str = "pad",
         probe_media: bool = True,
+        transform: Optional[Callable[[Sample], Sample]] = None,
+        transform_splits: list[str] = ["train"],  # noqa: B006 (jsonargparse needs the literal default)
+        predict_duration: Optional[float] = None,
     ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r} must be one of {ON_ERROR}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["transform"])
+        self.transform, self.transform_splits = transform, tuple(transform_splits)
+        self._predict_duration = predict_duration
         self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest,
                           "predict": predict_manifest}
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
@@ -333,12 +344,25 @@ class ManifestDataModule(L.LightningDataModule):
             if manifest is None:
                 raise ValueError(f"ManifestDataModule has no {split}_manifest; pass --data.{split}_manifest=PATH")
             h = self.hparams
+            duration = self._predict_duration if split == "predict" and self._predict_duration else h.duration
             self.datasets[split] = ManifestDataset(
-                manifest, split=split, duration=h.duration, sample_rate=h.sample_rate, semantic_fps=h.semantic_fps,
+                manifest, split=split, duration=duration, sample_rate=h.sample_rate, semantic_fps=h.semantic_fps,
                 sync_fps=h.sync_fps, semantic_size=h.semantic_size, sync_size=h.sync_size, on_error=h.on_error,
                 skip_silent=h.skip_silent, short_video=h.short_video, probe_media=h.probe_media,
+                transform=self.transform if split in self.transform_splits else None,
             )
         return self.datasets[split]
+
+    @property
+    def predict_duration(self) -> float | None:
+        return self._predict_duration
+
+    @predict_duration.setter
+    def predict_duration(self, seconds: float | None) -> None:
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"predict_duration must be positive seconds, got {seconds}")
+        self._predict_duration = None if seconds is None else float(seconds)
+        self.datasets.pop("predict", None)  # rebuilt at the new duration
 
     def setup(self, stage: str | None = None) -> None:
         splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import lightning as L
 import numpy as np
@@ -348,6 +348,8 @@ class ToyWorld:
         scenarios: Sequence[str] | None = None,
         speech: str = "auto",
         seed: int = 0,
+        always_reference: bool = False,
+        reference_seconds: float = 1.0,
     ) -> None:
         if duration < 0.5:
             raise ValueError(f"ToyWorld needs duration >= 0.5 s to place events, got {duration}")
@@ -363,6 +365,13 @@ class ToyWorld:
         self.scenarios = list(scenarios) if scenarios else None
         self.speech = resolve_backend(speech)
         self.seed = int(seed)
+        # Every sample with an environmental source gets a reference clip (AC-VTA / FE inputs); by
+        # default only half of the VTA samples draw one. The reference has its own random stream,
+        # so this changes no other part of a sample.
+        self.always_reference = bool(always_reference)
+        if reference_seconds < 0.5:
+            raise ValueError(f"reference_seconds must be >= 0.5 s (room for one event), got {reference_seconds}")
+        self.reference_seconds = float(reference_seconds)
 
     @property
     def num_samples(self) -> int:
@@ -523,16 +532,20 @@ class ToyWorld:
         return render_video(sc, fps, size, mouth)
 
     def _reference(self, sc: Scene, split: str, index: int) -> np.ndarray | None:
-        """1 s of the same class / voice from another draw (different onsets / words)."""
-        if sc.reference is None:
+        """``reference_seconds`` (1 s) of the same class / voice from another draw (other onsets / words)."""
+        kind = sc.reference
+        if kind is None and self.always_reference and sc.env is not None:
+            kind = "env"
+        if kind is None:
             return None
         rng = self._rng(split, index, stream=1)
-        n = int(round(1.0 * self.sample_rate))
-        if sc.reference == "env":
+        seconds = self.reference_seconds
+        n = int(round(seconds * self.sample_rate))
+        if kind == "env":
             src = self._env(rng, onscreen=False, cls=sc.env.cls,
-                            adverbs={"speed": "normal", "loudness": "normal", "distance": "normal"}, duration=1.0)
+                            adverbs={"speed": "normal", "loudness": "normal", "distance": "normal"}, duration=seconds)
             return limit(render_env(src, n, self.sample_rate))
-        src = self._voice(rng, onscreen=True, voice=sc.voice.voice, duration=1.0)
+        src = self._voice(rng, onscreen=True, voice=sc.voice.voice, duration=seconds)
         return limit(render_voice(src, n, self.sample_rate, self.speech))
 
     def meta(self, sc: Scene) -> dict[str, Any]:
@@ -559,6 +572,25 @@ class ToyWorld:
             "motion": sc.motion if sc.has_video and sc.env is not None else "",
         }
 
+    def task_inputs(self, sc: Scene, split: str, index: int) -> dict[str, Any]:
+        """FoleyGenEx task inputs (§3.2) in ``meta``, from their own random stream (stream 2):
+
+        * ``contradicting_caption``: the caption of another sound class (same adverbs), for TC-VTA
+          (text that need not match the video); its class in ``contradicting_class``;
+        * ``edit_window``: [start, end] seconds strictly inside the clip, 25-50% of its length, for
+          editing (regenerate the window, keep the rest).
+        """
+        rng = self._rng(split, index, stream=2)
+        own = sc.env.cls if sc.env is not None else -1
+        other = int(rng.choice([c for c in range(len(CLASSES)) if c != own]))
+        adverbs = dict(sc.env.adverbs) if sc.env is not None else {k: "normal" for k in ADVERB_VALUES}
+        caption = self._env_caption(EnvSource(other, [], adverbs, False, 0), offscreen=False)
+        d = sc.duration
+        length = float(rng.uniform(0.25, 0.5)) * d
+        start = float(rng.uniform(0.1 * d, 0.9 * d - length))
+        return {"contradicting_caption": caption, "contradicting_class": other,
+                "edit_window": [round(start, 3), round(start + length, 3)]}
+
     def sample_id(self, index: int, split: str) -> str:
         return f"toyworld_{split}_s{self.seed}_{int(index):06d}"
 
@@ -582,7 +614,7 @@ class ToyWorld:
             task=sc.scenario,
             seconds_start=0.0,
             seconds_total=self.duration,
-            meta=self.meta(sc),
+            meta={**self.meta(sc), **self.task_inputs(sc, split, index)},
             **sc.captions,
         )
 
@@ -593,10 +625,13 @@ class ToyWorld:
 
 
 class ToyWorldDataset(Dataset):
-    """``size`` ToyWorld samples of one split, generated on access."""
+    """``size`` ToyWorld samples of one split, generated on access, then passed through ``transform``
+    (e.g. :class:`avgen.data.augmentation.AdverbAugmentation`) when one is given."""
 
-    def __init__(self, world: ToyWorld, size: int, split: str) -> None:
-        self.world, self.size, self.split = world, int(size), split
+    def __init__(
+        self, world: ToyWorld, size: int, split: str, transform: Callable[[Sample], Sample] | None = None
+    ) -> None:
+        self.world, self.size, self.split, self.transform = world, int(size), split, transform
 
     def __len__(self) -> int:
         return self.size
@@ -604,13 +639,20 @@ class ToyWorldDataset(Dataset):
     def __getitem__(self, index: int) -> Sample:
         if not 0 <= index < self.size:
             raise IndexError(f"index {index} out of range for a ToyWorld {self.split} split of {self.size}")
-        return self.world.sample(index, self.split)
+        sample = self.world.sample(index, self.split)
+        return sample if self.transform is None else self.transform(sample)
 
 
 class ToyWorldDataModule(L.LightningDataModule):
     """ToyWorld as a LightningDataModule yielding :class:`~avgen.data.batch.AVBatch`.
 
     Train shuffles (seeded); val/test/predict are deterministic and in order.
+
+    ``transform``: a ``Sample -> Sample`` callable (e.g. ``avgen.data.AdverbAugmentation``) applied
+    to the splits in ``transform_splits`` (default: train only). ``predict_duration``: clip length of
+    the predict split when it differs from ``duration`` (Foley extension beyond the training window;
+    set by ``avgen generate --total_duration``). ``always_reference``, ``reference_seconds``: see
+    :class:`ToyWorld` (the reference clip must be shorter than the model's window for FE / AC-VTA).
     """
 
     def __init__(
@@ -630,18 +672,47 @@ class ToyWorldDataModule(L.LightningDataModule):
         sync_size: int = 64,
         scenarios: list[str] | None = None,
         speech: str = "auto",
+        always_reference: bool = False,
+        reference_seconds: float = 1.0,
+        transform: Optional[Callable[[Sample], Sample]] = None,
+        transform_splits: list[str] = ["train"],  # noqa: B006 (jsonargparse needs the literal default)
+        predict_duration: Optional[float] = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        unknown = set(transform_splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"transform_splits {sorted(unknown)} are not splits; choose from {tuple(SPLITS)}")
+        self.save_hyperparameters(ignore=["transform"])
+        self.transform, self.transform_splits = transform, tuple(transform_splits)
+        self._predict_duration = predict_duration
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
         self.world = ToyWorld(duration, sample_rate, semantic_fps, sync_fps, semantic_size, sync_size,
-                              scenarios, speech, seed)
+                              scenarios, speech, seed, always_reference, reference_seconds)
         self.sample_rate = int(sample_rate)
         self.duration = float(duration)
 
+    @property
+    def predict_duration(self) -> float | None:
+        return self._predict_duration
+
+    @predict_duration.setter
+    def predict_duration(self, seconds: float | None) -> None:
+        if seconds is not None and seconds < 0.5:
+            raise ValueError(f"predict_duration must be >= 0.5 s (ToyWorld places events), got {seconds}")
+        self._predict_duration = None if seconds is None else float(seconds)
+
+    def world_for(self, split: str) -> ToyWorld:
+        """The world of a split: the predict split may render longer clips (``predict_duration``)."""
+        if split != "predict" or self._predict_duration in (None, self.world.duration):
+            return self.world
+        w = self.world
+        return ToyWorld(self._predict_duration, w.sample_rate, w.semantic_fps, w.sync_fps, w.semantic_size,
+                        w.sync_size, w.scenarios, w.speech, w.seed, w.always_reference, w.reference_seconds)
+
     def dataset(self, split: str) -> ToyWorldDataset:
-        return ToyWorldDataset(self.world, self.sizes[split], split)
+        transform = self.transform if split in self.transform_splits else None
+        return ToyWorldDataset(self.world_for(split), self.sizes[split], split, transform)
 
     def _loader(self, split: str) -> DataLoader:
         shuffle = split == "train"

@@ -47,7 +47,14 @@ from avgen.flow import (
     target_velocity,
 )
 
-__all__ = ["FlowMatchingModule", "EMANetwork", "LinearWarmupLR", "CheckpointMismatchError", "load_model"]
+__all__ = [
+    "FlowMatchingModule",
+    "EMANetwork",
+    "LinearWarmupLR",
+    "WarmupStepLR",
+    "CheckpointMismatchError",
+    "load_model",
+]
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -77,6 +84,34 @@ class LinearWarmupLR(torch.optim.lr_scheduler.LambdaLR):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = {k: v for k, v in state_dict.items() if k != "lr_lambdas"}
         self.__dict__.update(state_dict)
+
+
+class WarmupStepLR(LinearWarmupLR):
+    """Linear warm-up over ``warmup_steps``, then x ``gamma`` at each milestone step (MMAudio's "step" schedule).
+
+    MMAudio (config ``linear_warmup_steps: 1000``, ``lr_schedule: step``, ``lr_schedule_steps:
+    [240000, 270000]``, ``lr_schedule_gamma: 0.1``): factor(step) = warm-up(step) * gamma^(number of
+    milestones <= step).
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        warmup_steps: int = 1000,
+        milestones: list[int] = (240_000, 270_000),  # type: ignore[assignment]
+        gamma: float = 0.1,
+        last_epoch: int = -1,
+    ):
+        milestones = sorted(int(m) for m in milestones)
+        if any(m < 0 for m in milestones) or gamma <= 0:
+            raise ValueError(f"milestones must be >= 0 and gamma > 0, got {milestones}, {gamma}")
+        self.milestones = milestones
+        self.gamma = gamma
+        super().__init__(optimizer, warmup_steps=warmup_steps, last_epoch=last_epoch)
+
+    def _factor(self, step: int) -> float:
+        decays = sum(step >= m for m in self.milestones)
+        return super()._factor(step) * self.gamma**decays
 
 
 class EMANetwork(nn.Module):
@@ -246,8 +281,29 @@ class FlowMatchingModule(L.LightningModule):
             return NoGuidance(), ["conditional"]
         return ClassifierFreeGuidance(cfg_scale), ["conditional", "unconditional"]
 
-    def loss_frame_mask(self, batch: AVBatch, latents: Tensor) -> Tensor | None:
-        """An extra (B, T) bool mask of frames that enter the loss (FoleyGenEx's span mask), or None."""
+    def prepare_targets(
+        self,
+        encoded: Any,
+        batch: AVBatch,
+        x1: Tensor,
+        latent_mask: Tensor,
+        *,
+        generator: torch.Generator | None = None,
+    ) -> Any:
+        """Derive target-dependent conditions once per training / evaluation step; returns ``encoded``.
+
+        Called after :meth:`encode_conditions` with the target latents x1 (B, T, C) and their valid
+        frames (B, T). FoleyGenEx draws its span mask and masked conditional latent here; random
+        draws use ``generator`` when given (seeded in evaluation, so the validation loss is
+        reproducible). The default returns ``encoded`` unchanged.
+        """
+        return encoded
+
+    def loss_frame_mask(self, batch: AVBatch, latents: Tensor, encoded: Any = None) -> Tensor | None:
+        """An extra (B, T) bool mask of frames that enter the loss (FoleyGenEx's span mask), or None.
+
+        ``encoded`` is what :meth:`prepare_targets` returned for this step.
+        """
         return None
 
     # ------------------------------------------------------------------ helpers
@@ -316,20 +372,21 @@ class FlowMatchingModule(L.LightningModule):
     def training_step(self, batch: AVBatch, batch_idx: int) -> Tensor:
         x1, latent_mask = self.target_latents(batch)
         batch_size, num_latents, _ = x1.shape
-        encoded = self.encode_conditions(batch)
+        encoded = self.prepare_targets(self.encode_conditions(batch), batch, x1, latent_mask)
         conditions = self.make_conditions(self.network, encoded, batch, latent_length=num_latents, branch="train")
         x0 = torch.randn_like(x1)
         t = self.time_sampler(batch_size, device=x1.device)
         x_t = interpolate(x0, x1, t)
         v = self.predict_velocity(self.network, x_t, t, conditions, latent_mask)
-        loss = flow_matching_loss(v.float(), target_velocity(x0, x1).float(), self._loss_mask(batch, x1, latent_mask))
+        frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)
+        loss = flow_matching_loss(v.float(), target_velocity(x0, x1).float(), frame_mask)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
         if self._trainer is not None and self._trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         return loss
 
-    def _loss_mask(self, batch: AVBatch, latents: Tensor, latent_mask: Tensor) -> Tensor:
-        extra = self.loss_frame_mask(batch, latents)
+    def _loss_mask(self, batch: AVBatch, latents: Tensor, latent_mask: Tensor, encoded: Any = None) -> Tensor:
+        extra = self.loss_frame_mask(batch, latents, encoded)
         return latent_mask if extra is None else latent_mask & extra
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> Any:
@@ -372,10 +429,12 @@ class FlowMatchingModule(L.LightningModule):
         network = self.inference_network
         x1, latent_mask = self.target_latents(batch)
         batch_size, num_latents, _ = x1.shape
-        encoded = self.encode_conditions(batch)
+        # A separate seeded generator for the target-dependent draws keeps the noise sequence unchanged.
+        mask_generator = torch.Generator().manual_seed(self.val_seed + 7919 * (batch_idx + 1))
+        encoded = self.prepare_targets(self.encode_conditions(batch), batch, x1, latent_mask, generator=mask_generator)
         conditions = self.make_conditions(network, encoded, batch, latent_length=num_latents, branch="conditional")
         generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
-        frame_mask = self._loss_mask(batch, x1, latent_mask)
+        frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)
         losses = []
         for k in range(self.num_val_time_bins):
             # Fresh seeded noise per bin on the CPU generator: identical across devices and epochs.
@@ -484,7 +543,6 @@ class FlowMatchingModule(L.LightningModule):
         The noise comes from a CPU generator seeded with ``seed``, so it is the same on every device.
         """
         self._check_sample_rate(batch)
-        network = self.inference_network
         num_steps = self.num_sampling_steps if num_steps is None else num_steps
         cfg_scale = self.cfg_scale if cfg_scale is None else cfg_scale
         num_samples, lengths = self._output_lengths(batch)
@@ -492,6 +550,35 @@ class FlowMatchingModule(L.LightningModule):
         latent_mask = length_mask(self.codec.latent_lengths(lengths).clamp(max=num_latents), num_latents)
 
         encoded = self.encode_conditions(batch)
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        shape = (len(batch), num_latents, self.codec.latent_channels)
+        x0 = torch.randn(shape, generator=generator).to(self.device)
+        times = sampling_times(num_steps, self.sampling_shift).to(self.device)
+        latents = self.solve_flow(
+            batch, encoded, x0, times, latent_mask=latent_mask, cfg_scale=cfg_scale, progress=progress
+        )
+        return latents, lengths, num_samples
+
+    @torch.no_grad()
+    def solve_flow(
+        self,
+        batch: AVBatch,
+        encoded: Any,
+        x: Tensor,
+        times: Tensor,
+        *,
+        latent_mask: Tensor | None,
+        cfg_scale: float,
+        progress: bool = False,
+    ) -> Tensor:
+        """Integrate the guided flow ODE from x at times[0] along ``times`` (B, T, C) -> (B, T, C).
+
+        The guidance branches' conditions are built from ``encoded`` and concatenated once; ONE
+        batched forward per Euler step. A decreasing grid integrates backwards (latent inversion:
+        data at t = 1 -> noise at t = 0).
+        """
+        network = self.inference_network
+        num_latents = x.shape[1]
         guidance, branches = self.guidance(cfg_scale)
         branch_conditions = concat_conditions(
             [
@@ -500,15 +587,12 @@ class FlowMatchingModule(L.LightningModule):
             ]
         )
 
-        def predict(x: Tensor, t: Tensor, conditions: Any, latent_mask: Tensor) -> Tensor:
+        def predict(x: Tensor, t: Tensor, conditions: Any, latent_mask: Tensor | None = None) -> Tensor:
             return self.predict_velocity(network, x, t, conditions, latent_mask)
 
-        velocity_fn = guided_velocity_fn(predict, branch_conditions, guidance, latent_mask=latent_mask)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        shape = (len(batch), num_latents, self.codec.latent_channels)
-        x0 = torch.randn(shape, generator=generator).to(self.device)
-        times = sampling_times(num_steps, self.sampling_shift).to(self.device)
-        return euler_sample(velocity_fn, x0, times, progress=progress), lengths, num_samples
+        kwargs = {} if latent_mask is None else {"latent_mask": latent_mask}
+        velocity_fn = guided_velocity_fn(predict, branch_conditions, guidance, **kwargs)
+        return euler_sample(velocity_fn, x, times.to(x.device), progress=progress)
 
     @torch.no_grad()
     def generate(

@@ -1,6 +1,18 @@
-"""FoleyGenEx (MMAudio backbone + masked multimodal training): network and LightningModule."""
+"""FoleyGenEx (MMAudio backbone + masked multimodal training): network, LightningModule, tasks, MMAudio import."""
 
-from avgen.models.foleygenex.module import FoleyGenEx, FoleyGenExEncoded
-from avgen.models.foleygenex.network import FoleyGenExConditions, FoleyGenExNetwork
+from avgen.models.foleygenex.mmaudio_checkpoint import MMAudioImport, load_mmaudio_checkpoint, mmaudio_to_avgen_key
+from avgen.models.foleygenex.module import MASK_STRATEGIES, TASKS, FoleyGenEx, FoleyGenExEncoded
+from avgen.models.foleygenex.network import FoleyGenExConditions, FoleyGenExNetwork, InputEmbedding
 
-__all__ = ["FoleyGenEx", "FoleyGenExConditions", "FoleyGenExEncoded", "FoleyGenExNetwork"]
+__all__ = [
+    "MASK_STRATEGIES",
+    "TASKS",
+    "FoleyGenEx",
+    "FoleyGenExConditions",
+    "FoleyGenExEncoded",
+    "FoleyGenExNetwork",
+    "InputEmbedding",
+    "MMAudioImport",
+    "load_mmaudio_checkpoint",
+    "mmaudio_to_avgen_key",
+]

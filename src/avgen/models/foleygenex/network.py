@@ -25,12 +25,23 @@ replaced by learned, zero-initialised null features before projection: one CLIP 
 sync vector repeated over time, and a (text_length, text_dim) null text sequence (MMAudio freezes
 the CLIP encoding of "" there; here it is learned, same shape).
 
-Not here (FoleyGenEx additions handled later): the InputEmbedding of the masked conditional
-latent; ``embed_latent`` is the single place where the latent enters and is meant to be extended.
+FoleyGenEx additions (§3.1), both switchable so that the network can be exactly MMAudio's:
+
+* Conditional injection (``conditional_injection=True``): the InputEmbedding concatenates x_t with
+  the masked conditional (context) latent on the channel axis, projects back to the latent width,
+  adds a ConvPositionEmbedding residual (F5-TTS) and hands the result to MMAudio's audio input
+  projection ("projected into the MMDiT input space"). It is initialised as the identity on x_t
+  (projection [I | 0], last position conv zero), so an injected network starts out computing
+  exactly the MMAudio function it was initialised / fine-tuned from. Off, the parameters are
+  exactly MMAudio's (checked against MMAudio's state-dict shapes in the tests).
+* Multimodal dynamic masking: ``preprocess_conditions`` takes per-frame CLIP weights and a
+  latent-rate sync mask (:mod:`avgen.models.foleygenex.masking`); masked features are all-zero
+  (the paper's FV0), CLIP before its projection, sync after projection and upsampling.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -40,6 +51,7 @@ from avgen.nn import (
     AdaLNZero,
     ChannelLastConv1d,
     ConvMLP,
+    ConvPositionEmbedding,
     FinalLayer,
     QKVProjection,
     SwiGLU,
@@ -54,7 +66,7 @@ from avgen.nn import (
     upsample_to_length,
 )
 
-__all__ = ["FoleyGenExConditions", "FoleyGenExNetwork", "SYNC_SEGMENT_TOKENS"]
+__all__ = ["FoleyGenExConditions", "FoleyGenExNetwork", "InputEmbedding", "SYNC_SEGMENT_TOKENS"]
 
 SYNC_SEGMENT_TOKENS = 8  # Synchformer emits 8 tokens per 16-frame window
 
@@ -65,7 +77,9 @@ class FoleyGenExConditions:
 
     clip (B, F, D) and text (B, L, D) are projected token streams; sync (B, T, D) is the projected
     sync stream already upsampled to the latent length T; clip_global / text_global (B, D) are the
-    pooled vectors entering the global condition.
+    pooled vectors entering the global condition. cond_latent (B, T, C) is FoleyGenEx's masked
+    conditional latent (clean context frames, zeros where the model generates), fixed across ODE
+    steps; None means "no reference" (all-zero, the paper's FA0) for an injecting network.
     """
 
     clip: Tensor
@@ -73,6 +87,7 @@ class FoleyGenExConditions:
     sync: Tensor
     clip_global: Tensor
     text_global: Tensor
+    cond_latent: Tensor | None = None
 
     @property
     def latent_length(self) -> int:
@@ -159,8 +174,47 @@ class JointBlock(nn.Module):
         return latent, clip, text
 
 
+class InputEmbedding(nn.Module):
+    """FoleyGenEx's conditional injection (§3.1, Fig. 2), after F5-TTS's InputEmbedding.
+
+    h = Linear(concat(x_t, cond_latent)) (2C -> C); out = h + ConvPositionEmbedding(h).
+    The output keeps the latent width C, so MMAudio's audio input projection follows unchanged.
+    ``groups`` of the position convolutions defaults to gcd(C, 16) (F5-TTS uses 16 groups; MMAudio's
+    20 / 40 latent channels are not multiples of 16). Initialised as the identity on x_t.
+    """
+
+    def __init__(self, channels: int, *, kernel_size: int = 31, groups: int | None = None):
+        super().__init__()
+        groups = math.gcd(channels, 16) if groups is None else groups
+        if channels % groups != 0:
+            raise ValueError(f"input_embedding_groups={groups} must divide the latent channels {channels}")
+        self.proj = nn.Linear(2 * channels, channels)
+        self.conv_pos_embed = ConvPositionEmbedding(channels, kernel_size=kernel_size, groups=groups)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """proj = [I | 0] and a zero last position conv: out = x_t at initialisation."""
+        channels = self.proj.out_features
+        self.proj.weight.zero_()
+        self.proj.weight[:, :channels].copy_(torch.eye(channels))
+        self.proj.bias.zero_()
+        nn.init.zeros_(self.conv_pos_embed.conv2.weight)
+        nn.init.zeros_(self.conv_pos_embed.conv2.bias)
+
+    def forward(self, x_t: Tensor, cond_latent: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x_t, cond_latent (B, T, C) -> (B, T, C); padded frames are zero."""
+        h = masked_fill_padding(self.proj(torch.cat([x_t, cond_latent], dim=-1)), mask)
+        return h + self.conv_pos_embed(h, mask)
+
+
 class FoleyGenExNetwork(nn.Module):
-    """MMAudio backbone predicting the flow velocity of audio latents (B, T, C)."""
+    """MMAudio backbone predicting the flow velocity of audio latents (B, T, C).
+
+    conditional_injection: add FoleyGenEx's InputEmbedding (strategies M-3 and full); False
+    (M-1, M-2, MMAudio) leaves exactly MMAudio's parameters. input_embedding_kernel_size /
+    input_embedding_groups: the ConvPositionEmbedding (F5-TTS: 31, 16).
+    """
 
     def __init__(
         self,
@@ -178,6 +232,9 @@ class FoleyGenExNetwork(nn.Module):
         qk_norm: bool = True,
         timestep_frequency_dim: int = 256,
         final_layer_condition: str = "global",
+        conditional_injection: bool = False,
+        input_embedding_kernel_size: int = 31,
+        input_embedding_groups: int | None = None,
     ):
         super().__init__()
         if final_layer_condition not in ("global", "frame_aligned"):
@@ -195,7 +252,13 @@ class FoleyGenExNetwork(nn.Module):
         self.final_layer_condition = final_layer_condition
         hidden = mmaudio_hidden_dim(hidden_dim, mlp_ratio)
 
-        # 1. input projections
+        # 1. input projections (FoleyGenEx's InputEmbedding first, when injecting)
+        self.conditional_injection = conditional_injection
+        self.input_embedding = (
+            InputEmbedding(latent_channels, kernel_size=input_embedding_kernel_size, groups=input_embedding_groups)
+            if conditional_injection
+            else None
+        )
         self.audio_input_proj = nn.Sequential(
             ChannelLastConv1d(latent_channels, hidden_dim, 7), nn.SELU(), ConvMLP(hidden_dim, hidden, 7)
         )
@@ -250,6 +313,8 @@ class FoleyGenExNetwork(nn.Module):
         nn.init.zeros_(self.final_layer.proj.bias)
         for null in (self.sync_pos_emb, self.null_clip, self.null_sync, self.null_text):
             nn.init.zeros_(null)
+        if self.input_embedding is not None:
+            self.input_embedding.reset_parameters()
 
     # ----------------------------------------------------------------------------- conditions
     def preprocess_conditions(
@@ -261,14 +326,22 @@ class FoleyGenExNetwork(nn.Module):
         video_present: Tensor,
         text_present: Tensor,
         latent_length: int,
+        cond_latent: Tensor | None = None,
+        semantic_weights: Tensor | None = None,
+        sync_frame_mask: Tensor | None = None,
     ) -> FoleyGenExConditions:
         """Project the condition streams once (reused across ODE steps).
 
         semantic_features (B, F, Ds) CLIP frames, sync_features (B, Ts, Dy) with Ts a multiple of
         8, text_features (B, text_length, Dt); video_present / text_present (B,) bool select
         the learned null features where False (clip and sync are dropped together, MMAudio).
+        FoleyGenEx (§3.1): cond_latent (B, T, C) the masked conditional latent (needs
+        ``conditional_injection``); semantic_weights (B, F) in [0, 1] scale the CLIP frames before
+        projection (bilinear image of the audio mask); sync_frame_mask (B, T) bool zeroes the
+        projected, upsampled sync condition at masked latent frames (0 = all-zero feature, FV0).
         """
         self._check_conditions(semantic_features, sync_features, text_features, video_present, text_present)
+        self._check_masks(semantic_features, latent_length, cond_latent, semantic_weights, sync_frame_mask)
         batch = semantic_features.shape[0]
         video = video_present.to(torch.bool).view(batch, 1, 1)
         text_on = text_present.to(torch.bool).view(batch, 1, 1)
@@ -276,10 +349,14 @@ class FoleyGenExNetwork(nn.Module):
         clip_f = torch.where(video, semantic_features, self.null_clip.to(semantic_features.dtype))
         sync_f = torch.where(video, sync_features, self.null_sync.to(sync_features.dtype))
         text_f = torch.where(text_on, text_features, self.null_text.to(text_features.dtype))
+        if semantic_weights is not None:  # multimodal dynamic masking of the CLIP frames
+            clip_f = clip_f * semantic_weights.unsqueeze(-1).to(clip_f.dtype)
 
         sync_f = sync_f.unflatten(1, (-1, SYNC_SEGMENT_TOKENS)) + self.sync_pos_emb  # (B, S, 8, Dy)
         sync_f = self.sync_input_proj(sync_f.flatten(1, 2))  # (B, Ts, D)
         sync_f = upsample_to_length(sync_f, latent_length)  # (B, T, D)
+        if sync_frame_mask is not None:  # the identical mask, at the latent rate
+            sync_f = sync_f * sync_frame_mask.unsqueeze(-1).to(sync_f.dtype)
 
         clip_f = self.clip_input_proj(clip_f)  # (B, F, D)
         text_f = self.text_input_proj(text_f)  # (B, L, D)
@@ -289,7 +366,28 @@ class FoleyGenExNetwork(nn.Module):
             sync=sync_f,
             clip_global=self.clip_cond_proj(clip_f.mean(dim=1)),
             text_global=self.text_cond_proj(text_f.mean(dim=1)),
+            cond_latent=cond_latent,
         )
+
+    def _check_masks(self, semantic, latent_length, cond_latent, semantic_weights, sync_frame_mask) -> None:
+        batch, frames = semantic.shape[:2]
+        if cond_latent is not None:
+            if not self.conditional_injection:
+                raise ValueError(
+                    "a conditional latent was given but the network has no InputEmbedding "
+                    "(conditional_injection=False, mask strategies m1/m2); build it with conditional_injection=True"
+                )
+            if cond_latent.shape != (batch, latent_length, self.latent_channels):
+                raise ValueError(
+                    f"cond_latent must be (B, T, C) = ({batch}, {latent_length}, {self.latent_channels}), "
+                    f"got {tuple(cond_latent.shape)}"
+                )
+        if semantic_weights is not None and semantic_weights.shape != (batch, frames):
+            raise ValueError(f"semantic_weights must be (B, F) = ({batch}, {frames}), got {tuple(semantic_weights.shape)}")
+        if sync_frame_mask is not None and sync_frame_mask.shape != (batch, latent_length):
+            raise ValueError(
+                f"sync_frame_mask must be (B, T) = ({batch}, {latent_length}), got {tuple(sync_frame_mask.shape)}"
+            )
 
     def _check_conditions(self, semantic, sync, text, video_present, text_present) -> None:
         batch = semantic.shape[0]
@@ -330,8 +428,15 @@ class FoleyGenExNetwork(nn.Module):
         return angles
 
     # ----------------------------------------------------------------------------- velocity
-    def embed_latent(self, x_t: Tensor, latent_mask: Tensor | None = None) -> Tensor:
-        """x_t (B, T, C) -> (B, T, D). The entry point FoleyGenEx's InputEmbedding extends."""
+    def embed_latent(self, x_t: Tensor, latent_mask: Tensor | None = None, cond_latent: Tensor | None = None) -> Tensor:
+        """x_t (B, T, C) -> (B, T, D): [InputEmbedding(x_t, cond_latent) ->] MMAudio's audio projection.
+
+        With conditional injection and no cond_latent the conditional latent is all-zero (FA0).
+        """
+        if self.input_embedding is not None:
+            if cond_latent is None:
+                cond_latent = torch.zeros_like(x_t)
+            x_t = self.input_embedding(x_t, cond_latent.to(x_t.dtype), latent_mask)
         conv, act, mlp = self.audio_input_proj
         return mlp(act(conv(x_t, latent_mask)), latent_mask)
 
@@ -352,7 +457,7 @@ class FoleyGenExNetwork(nn.Module):
         if latent_mask is not None and latent_mask.shape != (batch, length):
             raise ValueError(f"latent_mask must be (B, T) = ({batch}, {length}), got {tuple(latent_mask.shape)}")
 
-        latent = self.embed_latent(x_t, latent_mask)
+        latent = self.embed_latent(x_t, latent_mask, conditions.cond_latent)
         clip, text = conditions.clip, conditions.text
         global_c = self.t_embed(t) + self.global_cond_mlp(conditions.clip_global + conditions.text_global)  # (B, D)
         global_c = global_c.unsqueeze(1)  # (B, 1, D)
@@ -380,6 +485,10 @@ class FoleyGenExNetwork(nn.Module):
         video_present: Tensor,
         text_present: Tensor,
         latent_mask: Tensor | None = None,
+        *,
+        cond_latent: Tensor | None = None,
+        semantic_weights: Tensor | None = None,
+        sync_frame_mask: Tensor | None = None,
     ) -> Tensor:
         """Training path: preprocess_conditions + predict_velocity in one call."""
         conditions = self.preprocess_conditions(
@@ -389,5 +498,8 @@ class FoleyGenExNetwork(nn.Module):
             video_present=video_present,
             text_present=text_present,
             latent_length=x_t.shape[1],
+            cond_latent=cond_latent,
+            semantic_weights=semantic_weights,
+            sync_frame_mask=sync_frame_mask,
         )
         return self.predict_velocity(x_t, t, conditions, latent_mask)
