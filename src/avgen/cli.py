@@ -104,9 +104,12 @@ class AvgenTrainer(L.Trainer):
         video: Optional[str] = None,
         caption: Optional[str] = None,
         transcript: Optional[str] = None,
+        offscreen_caption: Optional[str] = None,
         num_steps: Optional[int] = None,
         cfg_scale: Optional[float] = None,
         seed: Optional[int] = 0,
+        cfg_preset: Optional[str] = None,
+        cfg_scales: Optional[list[float]] = None,
         task: Optional[str] = None,
         reference_audio: Optional[str] = None,
         edit_start: Optional[float] = None,
@@ -122,9 +125,13 @@ class AvgenTrainer(L.Trainer):
             video: generate for this one video file (with optional ``caption`` / ``transcript``).
             caption: text condition for ``--video`` (or alone, for text-to-audio).
             transcript: speech transcript for ``--video`` (models that use one).
+            offscreen_caption: off-screen environmental sound caption for ``--video`` (OmniSonic).
             num_steps: Euler steps (default: the model's ``num_sampling_steps``).
             cfg_scale: classifier-free guidance scale (default: the model's ``cfg_scale``; 1 disables).
             seed: noise seed; batch i uses seed + i. None draws fresh noise.
+            cfg_preset: OmniSonic: the multi-condition guidance scales of a UniHAGen scenario
+                (s1, s2, s3; default: chosen per sample from its task / conditions).
+            cfg_scales: OmniSonic: explicit scales (on-screen, off-screen, speech) of Eq. 9.
             task: a FoleyGenEx task, one of tta, vta, tc-vta (text-controlled: video semantics
                 zeroed; ``caption``, else each sample's contradicting caption), ac-vta (audio-controlled:
                 reference audio), fe (Foley extension of a reference segment), edit (regenerate
@@ -142,12 +149,15 @@ class AvgenTrainer(L.Trainer):
             raise ValueError("avgen generate needs --ckpt_path <checkpoint>; train one with `avgen fit` first")
         if not Path(ckpt_path).is_file():
             raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
-        if manifest is not None and (video is not None or caption is not None):
-            raise ValueError("give either --manifest or --video/--caption, not both")
-        single = manifest is None and (video is not None or (caption is not None and task in (None, "tta")))
+        if manifest is not None and (video is not None or caption is not None or offscreen_caption is not None):
+            raise ValueError("give either --manifest or --video/--caption/--offscreen_caption, not both")
+        explicit_text = caption is not None or offscreen_caption is not None or transcript is not None
+        single = manifest is None and (video is not None or (explicit_text and task in (None, "tta")))
         callbacks: list[Callback] = [WavWriter(output_dir)]
         writer = callbacks[0]
         options: dict[str, Any] = {"num_steps": num_steps, "cfg_scale": cfg_scale, "seed": seed}
+        # Multi-condition guidance options (OmniSonic); a model that has none rejects them by name.
+        options.update({k: v for k, v in (("cfg_preset", cfg_preset), ("cfg_scales", cfg_scales)) if v is not None})
         if task is None:
             for flag, value in (("--reference_audio", reference_audio), ("--edit_start", edit_start),
                                 ("--edit_end", edit_end), ("--total_duration", total_duration)):
@@ -173,7 +183,8 @@ class AvgenTrainer(L.Trainer):
                 loader = _manifest_loader(manifest, datamodule, total_duration)
                 self.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
             elif single:
-                loader = _single_sample_loader(video, caption, transcript, datamodule, model, total_duration)
+                loader = _single_sample_loader(video, caption, transcript, datamodule, model, total_duration,
+                                               offscreen_caption=offscreen_caption)
                 self.predict(model, dataloaders=loader, ckpt_path=ckpt_path, return_predictions=False)
             else:
                 if datamodule is None:
@@ -321,6 +332,8 @@ def _single_sample_loader(
     datamodule: Optional[L.LightningDataModule],
     model: FlowMatchingModule,
     total_duration: Optional[float] = None,
+    *,
+    offscreen_caption: Optional[str] = None,
 ) -> DataLoader:
     """A loader of one sample from explicit inputs: the video's two frame streams and the texts.
 
@@ -350,6 +363,7 @@ def _single_sample_loader(
         id=sample_id,
         sample_rate=sample_rate,
         caption=caption,
+        offscreen_caption=offscreen_caption,
         transcript=transcript,
         seconds_total=duration,
         **streams,

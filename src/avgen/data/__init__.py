@@ -1,5 +1,5 @@
 """Data: the batch schema, ToyWorld (the embedded default data), manifest datasets of real media,
-FoleyGenEx adverb augmentation and balanced two-dataset batches."""
+FoleyGenEx adverb augmentation, balanced two-dataset batches and OmniSonic's UniHAGen mixtures."""
 
 from avgen.data.augmentation import AdverbAugmentation, AppliedAugmentation, mine_adverbs
 from avgen.data.batch import AVBatch, Sample, collate, length_mask
@@ -7,6 +7,13 @@ from avgen.data.export import export_toyworld
 from avgen.data.manifest import ManifestDataModule, ManifestDataset, collate_skipping, read_manifest
 from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_wav
 from avgen.data.mixing import BalancedBatchSampler, BalancedDataModule
+from avgen.data.unihagen import (
+    DEFAULT_SPEECH_KEYWORDS,
+    UNIHAGEN_SCENARIOS,
+    UniHAGenDataModule,
+    UniHAGenMixer,
+    is_speech_like,
+)
 from avgen.data.toyworld import CLASS_NAMES, CLASSES, SCENARIOS, ToyWorld, ToyWorldDataModule
 
 __all__ = [
@@ -17,4 +24,5 @@ __all__ = [
     "export_toyworld",
     "AdverbAugmentation", "AppliedAugmentation", "mine_adverbs",
     "BalancedDataModule", "BalancedBatchSampler",
+    "UniHAGenMixer", "UniHAGenDataModule", "UNIHAGEN_SCENARIOS", "DEFAULT_SPEECH_KEYWORDS", "is_speech_like",
 ]

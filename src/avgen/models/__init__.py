@@ -5,5 +5,6 @@
 
 from avgen.models.base import FlowMatchingModule
 from avgen.models.foleygenex import FoleyGenEx
+from avgen.models.omnisonic import OmniSonic
 
-__all__ = ["FlowMatchingModule", "FoleyGenEx"]
+__all__ = ["FlowMatchingModule", "FoleyGenEx", "OmniSonic"]

@@ -1,0 +1,481 @@
+"""UniHAGen training-data synthesis (OmniSonic §4.1 "Dataset and Benchmark" and appendix A.1).
+
+Mixtures are built on the fly from any two map-style datasets of :class:`~avgen.data.batch.Sample`
+(ToyWorld, manifests, ...): *environment* sources (video + caption + environmental audio; VGGSound in
+the paper) and *speech* sources (audio + transcript, with a talking-face video where available; LRS3
+and CommonVoice in the paper). Per mixture one scenario is drawn:
+
+* ``s1``: on-screen environment (its video and caption) + off-screen speech (transcript);
+* ``s2``: on-screen speech (the talking-face video and its transcript) + off-screen environment
+  (its caption becomes ``offscreen_caption``); the on-screen caption is ``""`` (Fig. 2: the placeholder
+  that makes OmniSonic route the visual tokens to the transcript's cross-attention, Eq. 6);
+* ``s3``: on-screen environment + off-screen environment + off-screen speech.
+
+Mixing (the paper: "mixed at randomly sampled SNR levels", level definition unstated): the on-screen
+source is the reference and every off-screen source is scaled so that
+``10 log10(P_onscreen / P_offscreen) = snr`` with ``snr ~ U(snr_db)`` drawn independently per
+off-screen source, powers being mean squares over the on-screen clip's valid samples. The sum is then
+scaled down as a whole when its peak exceeds ``peak`` (which keeps every SNR). Off-screen clips are
+cropped at a random offset when longer than the on-screen clip, zero-padded when shorter.
+
+Keyword filter (§4.1: VGGSound clips "whose captions contain speech-related keywords (e.g. speech,
+voice, say, etc.)" are removed): an environmental clip whose caption contains a word *starting with*
+one of ``speech_keywords`` (case-insensitive; "say" matches "says", "saying") is never used; the
+mixer redraws instead. Stage 1 (A.1, "trained only on speech data, where environmental sound-related
+conditions are kept empty"): ``stage="speech"`` yields the speech sources unmixed with both captions
+``""``.
+
+Every mixture is a pure function of (seed, split, index). ``meta`` keeps the sources' ground truth
+(events and words, shifted by the crop offset, with their on/off-screen flag) and, under
+``meta["unihagen"]``, the scenario, source ids, crop offsets, drawn SNRs and gains.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Optional, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from avgen.data.batch import Sample, collate
+
+UNIHAGEN_SCENARIOS: tuple[str, ...] = ("s1", "s2", "s3")
+# Task names (Sample.task) matching ToyWorld's OmniSonic scenarios.
+TASKS: dict[str, str] = {"s1": "omnisonic_s1", "s2": "omnisonic_s2", "s3": "omnisonic_s3", "speech": "speech"}
+DEFAULT_SPEECH_KEYWORDS: tuple[str, ...] = (
+    "speech", "speak", "voice", "say", "said", "talk", "conversation", "narrat", "whisper", "shout",
+)
+STAGES = ("full", "speech")
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
+_SILENCE = 1e-10  # mean-square power below which a clip counts as silent (no SNR defined)
+
+
+def speech_keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
+    """A case-insensitive regex matching any word that starts with one of ``keywords``."""
+    words = [k.strip() for k in keywords if k.strip()]
+    if not words:
+        return None
+    return re.compile(r"\b(?:" + "|".join(re.escape(k) for k in words) + r")", re.IGNORECASE)
+
+
+def is_speech_like(caption: str | None, keywords: Sequence[str] = DEFAULT_SPEECH_KEYWORDS) -> bool:
+    """True when ``caption`` contains a word starting with one of ``keywords`` (the §4.1 filter)."""
+    pattern = speech_keyword_pattern(keywords)
+    return bool(caption) and pattern is not None and pattern.search(caption) is not None
+
+
+def scale_to_snr(reference_power: float, source: Tensor, snr_db: float, valid: int) -> tuple[Tensor, float]:
+    """Scale ``source`` so that 10 log10(reference_power / P_scaled) = ``snr_db`` (powers over the
+    first ``valid`` samples). Returns the scaled source and the gain."""
+    power = float(source[:valid].double().pow(2).mean())
+    if power < _SILENCE:
+        raise ValueError("scale_to_snr: the source is silent over the valid samples; no SNR can be set")
+    gain = float(np.sqrt(reference_power / (power * 10.0 ** (snr_db / 10.0))))
+    return source * gain, gain
+
+
+def _fit_length(audio: Tensor, length: int, rng: np.random.Generator) -> tuple[Tensor, int]:
+    """Random crop (when longer) or zero-pad (when shorter) to ``length``; returns (clip, offset)."""
+    n = audio.shape[0]
+    if n > length:
+        offset = int(rng.integers(n - length + 1))
+        return audio[offset : offset + length], offset
+    return torch.nn.functional.pad(audio, (0, length - n)), 0
+
+
+def _shift_meta(meta: dict[str, Any], offset_s: float, length_s: float, onscreen: bool) -> tuple[list, list]:
+    """Events / words of a source moved onto the mixture's timeline and flagged on/off-screen."""
+    events = [
+        {**e, "onset": round(float(e["onset"]) - offset_s, 6), "onscreen": onscreen}
+        for e in meta.get("events", [])
+        if 0.0 <= float(e["onset"]) - offset_s < length_s
+    ]
+    words = [
+        {**w, "start": round(float(w["start"]) - offset_s, 6), "end": round(float(w["end"]) - offset_s, 6),
+         "onscreen": onscreen}
+        for w in meta.get("words", [])
+        if float(w["end"]) - offset_s > 0.0 and float(w["start"]) - offset_s < length_s
+    ]
+    return events, words
+
+
+class UniHAGenMixer(Dataset):
+    """A map-style dataset of UniHAGen mixtures drawn from environment and speech source datasets.
+
+    Args:
+        environment_sources: dataset of environmental Samples (audio + caption; video for the
+            on-screen role). May be None with ``stage="speech"``.
+        speech_sources: dataset of speech Samples (audio + transcript; video for the on-screen role).
+        scenarios: subset of ``("s1", "s2", "s3")`` to draw from.
+        snr_db: (low, high) range of the uniform SNR draw in dB (paper: unstated; config option).
+        speech_keywords: the caption keyword filter for environmental clips (empty: no filter).
+        seed: base seed; a mixture is a pure function of (seed, split, index).
+        size: number of mixtures (default: the larger source dataset).
+        scenario_weights: draw probabilities of ``scenarios`` (default uniform).
+        stage: ``"full"`` (UniHAGen mixtures) or ``"speech"`` (stage 1: speech only, captions empty).
+        peak: peak limit of the mixture (the whole mix is scaled down above it); None disables.
+        split: split name mixed into the seed (train/val/test/predict).
+        max_draws: redraws allowed per source role before a clear error (filtered or unusable clips).
+    """
+
+    def __init__(
+        self,
+        environment_sources: Optional[Dataset],
+        speech_sources: Dataset,
+        scenarios: Sequence[str] = UNIHAGEN_SCENARIOS,
+        snr_db: Sequence[float] = (-5.0, 20.0),
+        speech_keywords: Sequence[str] = DEFAULT_SPEECH_KEYWORDS,
+        seed: int = 0,
+        size: int | None = None,
+        scenario_weights: Sequence[float] | None = None,
+        stage: str = "full",
+        peak: float | None = 0.95,
+        split: str = "train",
+        max_draws: int = 64,
+    ) -> None:
+        if stage not in STAGES:
+            raise ValueError(f"UniHAGen: stage must be one of {STAGES}, got {stage!r}")
+        unknown = set(scenarios) - set(UNIHAGEN_SCENARIOS)
+        if unknown or not scenarios:
+            raise ValueError(f"UniHAGen: scenarios must be a non-empty subset of {UNIHAGEN_SCENARIOS}, got {list(scenarios)}")
+        if len(snr_db) != 2 or snr_db[0] > snr_db[1]:
+            raise ValueError(f"UniHAGen: snr_db must be (low, high) with low <= high, got {list(snr_db)}")
+        if stage == "full" and environment_sources is None:
+            raise ValueError("UniHAGen: stage='full' needs environment_sources (only stage='speech' works without)")
+        if split not in SPLIT_IDS:
+            raise ValueError(f"UniHAGen: split must be one of {tuple(SPLIT_IDS)}, got {split!r}")
+        if scenario_weights is not None:
+            w = np.asarray(scenario_weights, dtype=np.float64)
+            if w.shape != (len(scenarios),) or (w < 0).any() or w.sum() <= 0:
+                raise ValueError(f"UniHAGen: scenario_weights must be {len(scenarios)} non-negative numbers, got {list(scenario_weights)}")
+            self.scenario_probs = w / w.sum()
+        else:
+            self.scenario_probs = np.full(len(scenarios), 1.0 / len(scenarios))
+        self.environment, self.speech = environment_sources, speech_sources
+        self.scenarios, self.snr_db = tuple(scenarios), (float(snr_db[0]), float(snr_db[1]))
+        self.keywords = tuple(speech_keywords)
+        self._pattern = speech_keyword_pattern(self.keywords)
+        self.seed, self.stage, self.peak, self.split = int(seed), stage, peak, split
+        self.max_draws = int(max_draws)
+        sizes = [len(speech_sources)] + ([len(environment_sources)] if environment_sources is not None else [])
+        if min(sizes) == 0:
+            raise ValueError(f"UniHAGen: empty source dataset (sizes {sizes})")
+        self.size = int(size) if size is not None else max(sizes)
+
+    def __len__(self) -> int:
+        return self.size
+
+    # -- source selection -------------------------------------------------------------------
+    def filtered(self, caption: str | None) -> bool:
+        """True when an environmental caption is speech-like (the clip is dropped)."""
+        return bool(caption) and self._pattern is not None and self._pattern.search(caption) is not None
+
+    def _reject(self, s: Sample | None, kind: str, onscreen: bool) -> str | None:
+        """Why sample ``s`` cannot serve as a ``kind`` source (None: usable)."""
+        if s is None:
+            return "failed to load"
+        if s.audio is None:
+            return "has no audio"
+        if float(s.audio.double().pow(2).mean()) < _SILENCE:
+            return "is silent"
+        if onscreen and not s.has_video:
+            return "has no video (needed on screen)"
+        if kind == "environment" and self.filtered(s.caption):
+            return f"caption {s.caption!r} is speech-like (keyword filter)"
+        if kind == "speech" and not s.transcript:
+            return "has no transcript"
+        return None
+
+    def _draw(
+        self, kind: str, onscreen: bool, rng: np.random.Generator, first: int | None = None, exclude: Sequence[str] = ()
+    ) -> Sample:
+        dataset = self.environment if kind == "environment" else self.speech
+        assert dataset is not None
+        reason, sid = "", ""
+        for attempt in range(self.max_draws):
+            i = first % len(dataset) if (attempt == 0 and first is not None) else int(rng.integers(len(dataset)))
+            s = dataset[i]
+            reason = self._reject(s, kind, onscreen)
+            if reason is None and s.id in exclude:
+                reason = "is already in this mixture"
+            if reason is None:
+                return s
+            sid = s.id if s is not None else f"index {i}"
+        role = ("on-screen " if onscreen else "off-screen ") + kind
+        raise RuntimeError(
+            f"UniHAGen: no usable {role} source in {self.max_draws} draws (last: {sid} {reason}). Check that the "
+            f"{kind} dataset carries audio{' and video' if onscreen else ''}"
+            f"{', captions without speech keywords' if kind == 'environment' else ', transcripts'} "
+            "(or relax speech_keywords / raise max_draws)."
+        )
+
+    # -- mixing -------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> Sample:
+        if not 0 <= index < self.size:
+            raise IndexError(f"UniHAGen index {index} out of range for {self.size} mixtures")
+        rng = np.random.default_rng([self.seed, SPLIT_IDS[self.split], int(index)])
+        if self.stage == "speech":
+            return self._speech_only(self._draw("speech", False, rng, first=index))
+        scenario = self.scenarios[int(rng.choice(len(self.scenarios), p=self.scenario_probs))]
+        if scenario == "s2":
+            visible = self._draw("speech", True, rng, first=index)
+            offscreen = [("environment", self._draw("environment", False, rng))]
+        else:
+            visible = self._draw("environment", True, rng, first=index)
+            offscreen = [("speech", self._draw("speech", False, rng))]
+            if scenario == "s3":
+                offscreen.insert(0, ("environment", self._draw("environment", False, rng, exclude=(visible.id,))))
+        return self.compose(scenario, visible, offscreen, rng, index)
+
+    def compose(
+        self, scenario: str, visible: Sample, offscreen: list[tuple[str, Sample]], rng: np.random.Generator, index: int = 0
+    ) -> Sample:
+        """Mix ``visible`` (on screen) with ``offscreen`` [(kind, Sample)] into one training Sample."""
+        for _, s in offscreen:
+            if s.sample_rate != visible.sample_rate:
+                raise ValueError(
+                    f"UniHAGen: {s.id} is at {s.sample_rate} Hz but {visible.id} at {visible.sample_rate} Hz; "
+                    "set the same sample_rate on both source datamodules"
+                )
+        sr = visible.sample_rate
+        reference = visible.audio.float()
+        length = reference.shape[0]
+        valid = min(int(visible.audio_length), length) if visible.audio_length is not None else length
+        ref_power = float(reference[:valid].double().pow(2).mean())
+        if ref_power < _SILENCE:
+            raise ValueError(f"UniHAGen: the on-screen source {visible.id} is silent; no SNR can be defined")
+        mixture = reference.clone()
+        visible_kind = "speech" if scenario == "s2" else "environment"
+        events, words = _shift_meta(visible.meta, 0.0, length / sr, onscreen=True)
+        info: dict[str, Any] = {
+            "scenario": scenario, "onscreen": {"id": visible.id, "kind": visible_kind},
+            "offscreen": [], "snr_db": [], "gains": [], "offsets": [],
+        }
+        offscreen_caption, transcript = None, visible.transcript if scenario == "s2" else None
+        for kind, s in offscreen:
+            clip, offset = _fit_length(s.audio.float(), length, rng)
+            if float(clip[:valid].double().pow(2).mean()) < _SILENCE:  # the crop fell on silence: take the start
+                clip, offset = _fit_length(s.audio.float()[:length], length, rng)
+            snr = float(rng.uniform(*self.snr_db))
+            if float(clip[:valid].double().pow(2).mean()) < _SILENCE:
+                raise ValueError(
+                    f"UniHAGen: off-screen source {s.id} is silent over the first {valid} samples of {visible.id}; "
+                    "no SNR can be set. Remove or trim the silent clip in its dataset."
+                )
+            scaled, gain = scale_to_snr(ref_power, clip, snr, valid)
+            mixture = mixture + scaled
+            e, w = _shift_meta(s.meta, offset / sr, length / sr, onscreen=False)
+            events += e
+            words += w
+            info["offscreen"].append({"id": s.id, "kind": kind})
+            info["snr_db"].append(snr)
+            info["gains"].append(gain)
+            info["offsets"].append(offset)
+            if kind == "environment":
+                offscreen_caption = s.caption
+            else:
+                transcript = s.transcript
+        scale = 1.0
+        top = float(mixture.abs().max())
+        if self.peak is not None and top > self.peak:
+            scale = self.peak / top
+            mixture = mixture * scale
+        info["mix_scale"] = scale
+        events.sort(key=lambda e: (e["onset"], not e["onscreen"]))
+        words.sort(key=lambda w: w["start"])
+        env_meta = visible.meta if visible_kind == "environment" else {}
+        off_env = next((s.meta for k, s in offscreen if k == "environment"), {})
+        speech_meta = visible.meta if visible_kind == "speech" else next((s.meta for k, s in offscreen if k == "speech"), {})
+        meta = {
+            "scenario": TASKS[scenario],
+            "events": events,
+            "words": words,
+            "class": env_meta.get("class", -1),
+            "class_name": env_meta.get("class_name", ""),
+            "adverbs": dict(env_meta.get("adverbs", {})),
+            "offscreen_adverbs": dict(off_env.get("adverbs", {})),
+            "voice": speech_meta.get("voice", ""),
+            "unihagen": info,
+        }
+        return Sample(
+            id=f"unihagen_{self.split}_s{self.seed}_{int(index):06d}",
+            sample_rate=sr,
+            audio=mixture,
+            audio_length=visible.audio_length,
+            video_semantic=visible.video_semantic,
+            video_sync=visible.video_sync,
+            semantic_features=visible.semantic_features,
+            sync_features=visible.sync_features,
+            caption=visible.caption if visible_kind == "environment" else "",
+            offscreen_caption=offscreen_caption or "",
+            transcript=transcript or "",
+            task=TASKS[scenario],
+            seconds_start=visible.seconds_start,
+            seconds_total=visible.seconds_total,
+            meta=meta,
+        )
+
+    def _speech_only(self, s: Sample) -> Sample:
+        """Stage 1: a speech sample as is, environmental captions empty, no reference audio."""
+        meta = {**s.meta, "scenario": TASKS["speech"], "unihagen": {"scenario": "speech", "onscreen": {"id": s.id}}}
+        return Sample(
+            id=s.id, sample_rate=s.sample_rate, audio=s.audio, audio_length=s.audio_length, latents=s.latents,
+            video_semantic=s.video_semantic, video_sync=s.video_sync, semantic_features=s.semantic_features,
+            sync_features=s.sync_features, caption="", offscreen_caption="", transcript=s.transcript,
+            task=TASKS["speech"], seconds_start=s.seconds_start, seconds_total=s.seconds_total, meta=meta,
+        )
+
+
+class UniHAGenDataModule(L.LightningDataModule):
+    """UniHAGen mixtures of two source datamodules, configurable from YAML::
+
+        data:
+          class_path: avgen.data.UniHAGenDataModule
+          init_args:
+            batch_size: 8
+            snr_db: [-5, 20]
+            environment: {class_path: avgen.data.ToyWorldDataModule, init_args: {scenarios: [vta]}}
+            speech: {class_path: avgen.data.ToyWorldDataModule, init_args: {scenarios: [speech], seed: 1}}
+
+    Every split mixes the matching splits of the two datamodules (val/test/predict deterministic, in
+    order; train shuffled with a seeded generator). ``stage: speech`` (stage 1) needs no environment.
+
+    Args:
+        speech, environment: LightningDataModules whose ``<split>_dataloader().dataset`` yields Samples.
+        batch_size, num_workers, seed: loader settings and the mixing seed.
+        scenarios, snr_db, speech_keywords, scenario_weights, stage, peak: see :class:`UniHAGenMixer`.
+        train_size, val_size, test_size, predict_size: mixtures per split (None: the larger source split).
+    """
+
+    def __init__(
+        self,
+        speech: L.LightningDataModule,
+        environment: Optional[L.LightningDataModule] = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        seed: int = 0,
+        scenarios: list[str] = ["s1", "s2", "s3"],  # noqa: B006 (jsonargparse needs the literal default)
+        snr_db: list[float] = [-5.0, 20.0],  # noqa: B006
+        speech_keywords: list[str] = list(DEFAULT_SPEECH_KEYWORDS),  # noqa: B006
+        scenario_weights: Optional[list[float]] = None,
+        stage: str = "full",
+        peak: Optional[float] = 0.95,
+        train_size: Optional[int] = None,
+        val_size: Optional[int] = None,
+        test_size: Optional[int] = None,
+        predict_size: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        self.speech, self.environment = speech, environment
+        self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
+        self.mixer_kwargs: dict[str, Any] = dict(
+            scenarios=list(scenarios), snr_db=list(snr_db), speech_keywords=list(speech_keywords),
+            scenario_weights=scenario_weights, stage=stage, peak=peak, seed=self.seed,
+        )
+        self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
+        UniHAGenMixer(_Probe() if environment is not None else None, _Probe(), **self.mixer_kwargs)  # validates options early
+        self.save_hyperparameters(ignore=["speech", "environment"])
+
+    def _sources(self) -> list[L.LightningDataModule]:
+        return [self.speech] + ([self.environment] if self.environment is not None else [])
+
+    def media_option(self, name: str) -> Any:
+        value = getattr(self.speech, name, None)
+        return getattr(self.speech, "hparams", {}).get(name) if value is None else value
+
+    sample_rate = property(lambda self: self.media_option("sample_rate"))
+    duration = property(lambda self: self.media_option("duration"))
+    semantic_fps = property(lambda self: self.media_option("semantic_fps"))
+    sync_fps = property(lambda self: self.media_option("sync_fps"))
+    semantic_size = property(lambda self: self.media_option("semantic_size"))
+    sync_size = property(lambda self: self.media_option("sync_size"))
+
+    @property
+    def predict_duration(self) -> float | None:
+        return getattr(self.speech, "predict_duration", None)
+
+    @predict_duration.setter
+    def predict_duration(self, seconds: float | None) -> None:
+        for dm in self._sources():
+            if not hasattr(dm, "predict_duration"):
+                raise ValueError(f"{type(dm).__name__} cannot generate clips of another duration (no predict_duration)")
+            dm.predict_duration = seconds
+
+    def prepare_data(self) -> None:
+        for dm in self._sources():
+            dm.prepare_data()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.environment is not None:
+            for name in ("sample_rate", "semantic_fps", "sync_fps", "semantic_size", "sync_size", "duration"):
+                a = self.media_option(name)
+                b = getattr(self.environment, name, None) or getattr(self.environment, "hparams", {}).get(name)
+                if a is not None and b is not None and a != b:
+                    raise ValueError(
+                        f"UniHAGenDataModule: speech has {name}={a} but environment has {name}={b}; mixtures combine "
+                        f"both, so set the same {name} on data.init_args.speech and data.init_args.environment"
+                    )
+        for dm in self._sources():
+            if dm.trainer is None and self.trainer is not None:
+                dm.trainer = self.trainer
+            dm.setup(stage)
+
+    @staticmethod
+    def _dataset(dm: L.LightningDataModule, split: str, who: str) -> Dataset | None:
+        loader = getattr(dm, f"{split}_dataloader")()
+        if isinstance(loader, list) and not loader:
+            return None
+        if not isinstance(loader, DataLoader):
+            raise ValueError(f"UniHAGenDataModule: {who}.{split}_dataloader() returned {type(loader).__name__}, "
+                             "expected one DataLoader over a map-style dataset of Samples")
+        return loader.dataset
+
+    def dataset(self, split: str) -> UniHAGenMixer | None:
+        speech = self._dataset(self.speech, split, "speech")
+        env = self._dataset(self.environment, split, "environment") if self.environment is not None else None
+        if speech is None or (self.environment is not None and env is None and self.mixer_kwargs["stage"] == "full"):
+            return None
+        return UniHAGenMixer(env, speech, size=self.sizes[split], split=split, **self.mixer_kwargs)
+
+    def _loader(self, split: str) -> DataLoader | list:
+        dataset = self.dataset(split)
+        if dataset is None:
+            return []
+        shuffle = split == "train"
+        return DataLoader(
+            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, collate_fn=collate,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader | list:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader | list:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader | list:
+        return self._loader("predict")
+
+
+class _Probe(Dataset):
+    """A one-item placeholder dataset used only to validate the mixer options at construction."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> Sample:  # pragma: no cover - never read
+        raise IndexError(index)
+
+
+__all__ = [
+    "UniHAGenMixer", "UniHAGenDataModule", "UNIHAGEN_SCENARIOS", "DEFAULT_SPEECH_KEYWORDS",
+    "is_speech_like", "speech_keyword_pattern", "scale_to_snr",
+]

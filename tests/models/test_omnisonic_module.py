@@ -1,0 +1,195 @@
+"""OmniSonic LightningModule: Eq. 9 guidance (batched == separate forwards), presets, dropout, training."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from avgen.codecs import MelCodec
+from avgen.conditioning import CLIPVisionEncoder
+from avgen.conditioning.speech import SpeechTranscriptEncoder
+from avgen.conditioning.t5 import T5TextEncoder
+from avgen.data import ToyWorldDataModule
+from avgen.flow import sampling_times
+from avgen.models.omnisonic import CFG_PRESETS, CONDITIONS, GUIDANCE_BRANCHES, OmniSonic
+
+
+def build(**kwargs) -> OmniSonic:
+    torch.manual_seed(0)
+    model = OmniSonic(
+        MelCodec(sample_rate=16000, n_fft=512, hop_length=256, n_mels=16, griffin_lim_iters=2),
+        T5TextEncoder("avgen-tiny-t5", max_length=40),
+        SpeechTranscriptEncoder("avgen-tiny-speecht5", durator_dropout=0.0),
+        CLIPVisionEncoder("avgen-tiny-clip"),
+        hidden_dim=32, depth=2, num_heads=4, gate_hidden_dim=16, duration=1.0, **kwargs,
+    )
+    return model
+
+
+def randomise(model: OmniSonic) -> OmniSonic:
+    with torch.no_grad():
+        for p in model.network.parameters():
+            p.copy_(torch.randn_like(p) * 0.2)
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch():
+    dm = ToyWorldDataModule(batch_size=6, train_size=6, duration=1.0, semantic_size=32, sync_size=32,
+                            scenarios=["omnisonic_s1", "omnisonic_s2", "omnisonic_s3"], seed=3)
+    dm.setup("fit")
+    return next(iter(dm.train_dataloader()))
+
+
+def conditions_for(model, encoded, flags):
+    """Network conditions with explicit presence flags (not through make_conditions)."""
+    return model.network.preprocess_conditions(
+        encoded.onscreen, encoded.offscreen, encoded.speech, encoded.visual,
+        onscreen_present=flags["onscreen"], offscreen_present=flags["offscreen"],
+        speech_present=flags["speech"], visual_present=flags["visual"],
+        visual_to_onscreen=encoded.visual_to_onscreen,
+    )
+
+
+def test_batched_five_branch_cfg_equals_eq9_with_separate_forwards(batch):
+    model = randomise(build()).eval()
+    scales = {"onscreen": 1.5, "offscreen": 0.7, "speech": 3.0}
+    seed, steps = 11, 2
+    calls = []
+    original = model.network.predict_velocity
+    model.network.predict_velocity = lambda x, *a, **k: calls.append(x.shape[0]) or original(x, *a, **k)
+    latents, _, num_samples = model.sample_latents(batch, num_steps=steps, seed=seed, cfg_scales=scales)
+    model.network.predict_velocity = original
+    assert calls == [5 * len(batch)] * steps  # ONE forward per step, five branches batched
+
+    # Direct transcription of Eq. 9: five separate forwards per step, explicit Euler.
+    encoded = model.encode_conditions(batch)
+    p = encoded.present
+    none = torch.zeros_like(p["onscreen"])
+    branch_flags = {
+        "all": p,
+        **{c: {**{k: none for k in CONDITIONS}, c: p[c], "visual": p["visual"]} for c in CONDITIONS},
+        "none": {**{k: none for k in CONDITIONS}, "visual": p["visual"]},  # video kept (Eq. 9)
+    }
+    conditions = {name: conditions_for(model, encoded, flags) for name, flags in branch_flags.items()}
+    num_latents = model.codec.num_latents(num_samples)
+    x = torch.randn((len(batch), num_latents, model.codec.latent_channels), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones(len(batch), num_latents, dtype=torch.bool)
+    times = sampling_times(steps)
+    for i in range(steps):
+        t = torch.full((len(batch),), float(times[i]))
+        v = {name: model.predict_velocity(model.network, x, t, c, mask) for name, c in conditions.items()}
+        guided = v["all"] + sum(scales[c] * (v[c] - v["none"]) for c in CONDITIONS)
+        x = x + (times[i + 1] - times[i]) * guided
+    torch.testing.assert_close(latents, x, rtol=1e-4, atol=1e-4)
+
+
+def test_cfg_presets_are_a5_values_and_auto_follows_the_scenario(batch):
+    assert CFG_PRESETS["s1"] == {"onscreen": 5.0, "speech": 2.5, "offscreen": 0.5}
+    assert CFG_PRESETS["s2"] == {"speech": 7.5, "offscreen": 2.5, "onscreen": 0.5}
+    assert CFG_PRESETS["s3"] == {"onscreen": 5.0, "offscreen": 2.5, "speech": 2.5}
+    model = build()
+    expected = [{"omnisonic_s1": "s1", "omnisonic_s2": "s2", "omnisonic_s3": "s3"}[t] for t in batch.task]
+    assert model.sample_presets(batch) == expected
+    # without a scenario name, the texts a sample carries decide
+    anonymous = dataclasses.replace(batch, task=[""] * len(batch))
+    assert model.sample_presets(anonymous) == expected
+    assert model.sample_presets(batch, "s2") == ["s2"] * len(batch)
+    model._active_scales = [5.0, 0.5, 2.5]
+    guidance, branches = model.guidance(None)
+    assert branches == list(GUIDANCE_BRANCHES) and guidance.scales == [5.0, 0.5, 2.5]
+    guidance, branches = model.guidance(1.0)
+    assert branches == ["all"]
+    with pytest.raises(ValueError, match="cfg_preset"):
+        model.sample_presets(batch, "s9")
+
+
+def test_mixed_scenario_batch_uses_each_samples_preset(batch):
+    """A batch of S1/S2/S3 samples, sampled with auto presets, equals each group sampled alone."""
+    model = randomise(build()).eval()
+    latents, _, _ = model.sample_latents(batch, num_steps=1, seed=4)
+    presets = model.sample_presets(batch)
+    for k, name in enumerate(dict.fromkeys(presets)):
+        index = [i for i, p in enumerate(presets) if p == name]
+        alone, _, _ = model.sample_latents(batch.select(index), num_steps=1, seed=4 + 1009 * k,
+                                           cfg_scales=CFG_PRESETS[name])
+        torch.testing.assert_close(latents[index], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_condition_dropout_is_independent_per_condition_with_p(batch):
+    model = build(condition_dropout=0.1)
+    encoded = model.encode_conditions(batch)
+    n = 4000
+    big = dataclasses.replace(
+        encoded,
+        onscreen=tuple(x[:1].expand(n, *x.shape[1:]) for x in encoded.onscreen),
+        offscreen=tuple(x[:1].expand(n, *x.shape[1:]) for x in encoded.offscreen),
+        speech=tuple(x[:1].expand(n, *x.shape[1:]) for x in encoded.speech),
+        visual=encoded.visual[:1].expand(n, -1, -1),
+        present={k: torch.ones(n, dtype=torch.bool) for k in encoded.present},
+        visual_to_onscreen=torch.ones(n, dtype=torch.bool),
+    )
+    torch.manual_seed(1)
+    c = model.make_conditions(model.network, big, batch, latent_length=10, branch="train")
+    null = model.network
+    dropped = {
+        "onscreen": (c.onscreen[:, 0] == null.null_onscreen).all(-1) & ~c.onscreen_mask[:, 1],
+        "offscreen": (c.offscreen[:, 0] == null.null_offscreen).all(-1) & ~c.offscreen_mask[:, 1],
+        "speech": (c.speech[:, 0] == null.null_speech).all(-1) & ~c.speech_mask[:, 1],
+        "visual": (c.visual == null.null_visual).all(-1).all(-1),
+    }
+    rates = {k: v.float().mean().item() for k, v in dropped.items()}
+    for name, rate in rates.items():
+        assert 0.08 < rate < 0.12, (name, rate)
+    both = (dropped["onscreen"] & dropped["speech"]).float().mean().item()
+    assert 0.005 < both < 0.017  # independent: about 0.1 * 0.1
+    assert c.visual_to_onscreen.all()  # routing never follows the dropout
+    # conditional branch keeps everything
+    c = model.make_conditions(model.network, big, batch, latent_length=10, branch="conditional")
+    assert c.onscreen_mask[:, 1].all() and not (c.visual == null.null_visual).all(-1).all(-1).any()
+
+
+def test_gradients_reach_speech_encoder_and_durator_not_frozen_encoders(batch):
+    model = randomise(build())
+    model.train()
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    durator = model.speech_encoder.durator
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in durator.duration_predictor.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in durator.upsampler.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.speech_encoder.text_encoder.parameters())
+    assert all(p.grad is None for p in model.env_text_encoder.parameters())
+    assert all(p.grad is None for p in model.vision_encoder.parameters())
+    assert set(model.frozen_module_names()) >= {"env_text_encoder", "vision_encoder", "codec"}
+    assert "speech_encoder" not in model.frozen_module_names()
+    assert model.network.gate_weights.shape == (len(batch), 2, 3)
+
+
+def test_fixed_batch_overfit_reduces_the_loss(batch):
+    batch = batch.select([0, 1, 2])
+    model = build(condition_dropout=0.0)
+    model.train()
+    before = torch.stack(model.binned_losses(batch)).mean().item()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=3e-3, weight_decay=1e-2)
+    for step in range(25):
+        optimizer.zero_grad()
+        model.training_step(batch, step).backward()
+        optimizer.step()
+    model.eval()
+    after = torch.stack(model.binned_losses(batch)).mean().item()
+    assert after < 0.8 * before, (before, after)
+
+
+def test_gate_logits_override_is_per_call_and_restored(batch):
+    model = randomise(build()).eval()
+    base, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0)
+    muted, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0,
+                                       gate_logits_override={"speech": -30.0})
+    assert model.network.gate_logits_override is None
+    assert (model.network.gate_weights[..., 2] < 1e-6).all()
+    assert not torch.allclose(base, muted)
+    again, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0)
+    torch.testing.assert_close(base, again)
