@@ -300,15 +300,12 @@ def _check_task_flags(
 
 def _media_options(datamodule: Optional[L.LightningDataModule]) -> dict[str, Any]:
     """The shared media options (internal contract) of the configured datamodule, where it has them."""
-    names = ("sample_rate", "duration", "semantic_fps", "sync_fps", "semantic_size", "sync_size")
-    options = {}
-    for name in names:
-        value = getattr(datamodule, name, None) if datamodule is not None else None
-        if value is None and datamodule is not None:
-            value = getattr(datamodule, "hparams", {}).get(name)
-        if value is not None:
-            options[name] = value
-    return options
+    if datamodule is None:
+        return {}
+    from avgen.data.composite import MEDIA_OPTIONS, media_option
+
+    values = {name: media_option(datamodule, name) for name in MEDIA_OPTIONS}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 def _manifest_loader(

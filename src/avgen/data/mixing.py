@@ -28,6 +28,7 @@ import lightning as L
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
+from avgen.data.composite import CompositeDataModule
 from avgen.data.manifest import collate_skipping
 
 __all__ = ["BalancedBatchSampler", "BalancedDataModule"]
@@ -108,7 +109,7 @@ class BalancedBatchSampler(Sampler[list[int]]):
                 yield first + second
 
 
-class BalancedDataModule(L.LightningDataModule):
+class BalancedDataModule(CompositeDataModule):
     """Two datamodules mixed at a fixed ratio in every training batch (FoleyGenEx 1:1 VTA:TTA).
 
     Args:
@@ -142,45 +143,18 @@ class BalancedDataModule(L.LightningDataModule):
         self.num_workers, self.seed = int(num_workers), int(seed)
         self.save_hyperparameters(ignore=["first", "second"])
 
-    def media_option(self, name: str) -> Any:
-        """A shared media option (internal contract: sample_rate, duration, ...) of ``first``."""
-        return _option(self.first, name)
+    def primary_source(self) -> L.LightningDataModule:
+        return self.first
 
-    sample_rate = property(lambda self: self.media_option("sample_rate"))
-    duration = property(lambda self: self.media_option("duration"))
-    semantic_fps = property(lambda self: self.media_option("semantic_fps"))
-    sync_fps = property(lambda self: self.media_option("sync_fps"))
-    semantic_size = property(lambda self: self.media_option("semantic_size"))
-    sync_size = property(lambda self: self.media_option("sync_size"))
-
-    @property
-    def predict_duration(self) -> float | None:
-        return getattr(self.first, "predict_duration", None)
-
-    @predict_duration.setter
-    def predict_duration(self, seconds: float | None) -> None:
-        """Forwarded to both datamodules (the CLI's ``--total_duration`` for Foley extension)."""
-        for dm in (self.first, self.second):
-            if not hasattr(dm, "predict_duration"):
-                raise ValueError(f"{type(dm).__name__} cannot generate clips of another duration "
-                                 "(no predict_duration); use ToyWorldDataModule or ManifestDataModule")
-            dm.predict_duration = seconds
-
-    def _check_media(self) -> None:
-        for name in ("sample_rate", "semantic_fps", "sync_fps", "semantic_size", "sync_size", "duration"):
-            a, b = _option(self.first, name), _option(self.second, name)
-            if a is not None and b is not None and a != b:
-                raise ValueError(
-                    f"BalancedDataModule: first has {name}={a} but second has {name}={b}; batches mix both, so "
-                    f"set the same {name} on data.init_args.first and data.init_args.second"
-                )
+    def sources(self) -> list[L.LightningDataModule]:
+        return [self.first, self.second]
 
     def prepare_data(self) -> None:
         self.first.prepare_data()
         self.second.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
-        self._check_media()
+        self.check_same_media({"first": self.first, "second": self.second})
         for dm in (self.first, self.second):
             if dm.trainer is None and self.trainer is not None:
                 dm.trainer = self.trainer
@@ -237,9 +211,3 @@ class BalancedDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader | list:
         return self._eval_loader("predict")
-
-
-
-def _option(datamodule: L.LightningDataModule, name: str) -> Any:
-    value = getattr(datamodule, name, None)
-    return getattr(datamodule, "hparams", {}).get(name) if value is None else value

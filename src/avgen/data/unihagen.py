@@ -42,6 +42,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from avgen.data.batch import Sample, collate
+from avgen.data.composite import CompositeDataModule
 
 UNIHAGEN_SCENARIOS: tuple[str, ...] = ("s1", "s2", "s3")
 # Task names (Sample.task) matching ToyWorld's OmniSonic scenarios.
@@ -330,7 +331,7 @@ class UniHAGenMixer(Dataset):
         )
 
 
-class UniHAGenDataModule(L.LightningDataModule):
+class UniHAGenDataModule(CompositeDataModule):
     """UniHAGen mixtures of two source datamodules, configurable from YAML::
 
         data:
@@ -380,46 +381,20 @@ class UniHAGenDataModule(L.LightningDataModule):
         UniHAGenMixer(_Probe() if environment is not None else None, _Probe(), **self.mixer_kwargs)  # validates options early
         self.save_hyperparameters(ignore=["speech", "environment"])
 
-    def _sources(self) -> list[L.LightningDataModule]:
+    def primary_source(self) -> L.LightningDataModule:
+        return self.speech
+
+    def sources(self) -> list[L.LightningDataModule]:
         return [self.speech] + ([self.environment] if self.environment is not None else [])
 
-    def media_option(self, name: str) -> Any:
-        value = getattr(self.speech, name, None)
-        return getattr(self.speech, "hparams", {}).get(name) if value is None else value
-
-    sample_rate = property(lambda self: self.media_option("sample_rate"))
-    duration = property(lambda self: self.media_option("duration"))
-    semantic_fps = property(lambda self: self.media_option("semantic_fps"))
-    sync_fps = property(lambda self: self.media_option("sync_fps"))
-    semantic_size = property(lambda self: self.media_option("semantic_size"))
-    sync_size = property(lambda self: self.media_option("sync_size"))
-
-    @property
-    def predict_duration(self) -> float | None:
-        return getattr(self.speech, "predict_duration", None)
-
-    @predict_duration.setter
-    def predict_duration(self, seconds: float | None) -> None:
-        for dm in self._sources():
-            if not hasattr(dm, "predict_duration"):
-                raise ValueError(f"{type(dm).__name__} cannot generate clips of another duration (no predict_duration)")
-            dm.predict_duration = seconds
-
     def prepare_data(self) -> None:
-        for dm in self._sources():
+        for dm in self.sources():
             dm.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
         if self.environment is not None:
-            for name in ("sample_rate", "semantic_fps", "sync_fps", "semantic_size", "sync_size", "duration"):
-                a = self.media_option(name)
-                b = getattr(self.environment, name, None) or getattr(self.environment, "hparams", {}).get(name)
-                if a is not None and b is not None and a != b:
-                    raise ValueError(
-                        f"UniHAGenDataModule: speech has {name}={a} but environment has {name}={b}; mixtures combine "
-                        f"both, so set the same {name} on data.init_args.speech and data.init_args.environment"
-                    )
-        for dm in self._sources():
+            self.check_same_media({"speech": self.speech, "environment": self.environment})
+        for dm in self.sources():
             if dm.trainer is None and self.trainer is not None:
                 dm.trainer = self.trainer
             dm.setup(stage)
