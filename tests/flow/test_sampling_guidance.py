@@ -122,3 +122,18 @@ def test_concat_conditions_keeps_none_and_rejects_mixed():
     with pytest.raises(ValueError, match="extra"):
         concat_conditions([a, dataclasses.replace(b, extra=torch.zeros(2))])
     torch.testing.assert_close(concat_conditions([a.pooled, b.pooled]), torch.cat([a.pooled, b.pooled]))
+
+
+def test_multi_condition_guidance_with_per_sample_scales_matches_eq9_per_sample():
+    from avgen.flow import MultiConditionGuidance
+
+    torch.manual_seed(0)
+    velocities = [torch.randn(3, 4, 2) for _ in range(5)]  # [all, c1, c2, c3, none] for 3 samples
+    scales = torch.tensor([[1.0, 2.0, 3.0], [0.5, 0.0, 4.0], [2.0, 2.0, 2.0]])
+    out = MultiConditionGuidance(scales).combine(velocities)
+    for b in range(3):
+        v_all, v_none = velocities[0][b], velocities[4][b]
+        expected = v_all + sum(float(scales[b, i]) * (velocities[1 + i][b] - v_none) for i in range(3))
+        torch.testing.assert_close(out[b], expected)
+    with pytest.raises(ValueError, match="per-sample scales"):
+        MultiConditionGuidance(scales[:2]).combine(velocities)

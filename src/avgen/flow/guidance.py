@@ -74,23 +74,38 @@ class ClassifierFreeGuidance(Guidance):
 class MultiConditionGuidance(Guidance):
     """OmniSonic multi-condition CFG (Eq. 9 / Eq. 14 of the appendix).
 
-    v = V(all) + sum_i lambda_i (V(c_i only) - V(none)), with K = len(scales) conditions.
+    v = V(all) + sum_i lambda_i (V(c_i only) - V(none)), with K condition scales lambda_i.
     Branches, in order: [all conditions, c_1 only, ..., c_K only, none] (K + 2 branches; OmniSonic
     keeps the video condition in every branch, so its "none" still carries the video).
+
+    ``scales`` is a length-K sequence shared by the batch, or a (B, K) tensor of per-sample scales
+    (a batch mixing scenarios with different presets still runs as one batched forward per step).
     """
 
-    def __init__(self, scales: Sequence[float]):
-        if len(scales) == 0:
-            raise ValueError("MultiConditionGuidance needs at least one condition scale")
-        self.scales = [float(s) for s in scales]
-        self.num_branches = len(self.scales) + 2
+    def __init__(self, scales: Sequence[float] | Tensor):
+        if isinstance(scales, Tensor):
+            if scales.dim() not in (1, 2) or scales.shape[-1] == 0:
+                raise ValueError(f"per-sample scales must be (K,) or (B, K), got shape {tuple(scales.shape)}")
+            self.scales: list[float] | Tensor = scales.float() if scales.dim() == 2 else [float(s) for s in scales]
+        else:
+            if len(scales) == 0:
+                raise ValueError("MultiConditionGuidance needs at least one condition scale")
+            self.scales = [float(s) for s in scales]
+        self.num_branches = (self.scales.shape[-1] if isinstance(self.scales, Tensor) else len(self.scales)) + 2
+
+    def _scale(self, i: int, like: Tensor) -> Tensor | float:
+        if not isinstance(self.scales, Tensor):
+            return self.scales[i]
+        if self.scales.shape[0] != like.shape[0]:
+            raise ValueError(f"per-sample scales are for {self.scales.shape[0]} samples, the batch has {like.shape[0]}")
+        return self.scales[:, i].to(like).view(-1, *([1] * (like.dim() - 1)))
 
     def combine(self, velocities: list[Tensor]) -> Tensor:
         self._check(velocities)
         v_all, singles, v_none = velocities[0], velocities[1:-1], velocities[-1]
         out = v_all
-        for scale, v_single in zip(self.scales, singles):
-            out = out + scale * (v_single - v_none)
+        for i, v_single in enumerate(singles):
+            out = out + self._scale(i, v_none) * (v_single - v_none)
         return out
 
     def __repr__(self) -> str:

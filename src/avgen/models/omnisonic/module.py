@@ -149,7 +149,7 @@ class OmniSonic(FlowMatchingModule):
         self.cfg_scales = None if cfg_scales is None else self._scale_list(cfg_scales)
         self.semantic_fps = semantic_fps
         self.init_checkpoint = init_checkpoint
-        self._active_scales: list[float] | None = None  # scales of the batch being sampled
+        self._active_scales: list[float] | Tensor | None = None  # scales of the batch being sampled: (K,) or (B, K)
         self._eval_gates: Tensor | None = None
 
     # ------------------------------------------------------------------ latent layout
@@ -283,41 +283,24 @@ class OmniSonic(FlowMatchingModule):
         cfg_preset: str | None = None,
         gate_logits_override: Mapping[str, float] | None = None,
     ) -> tuple[Tensor, Tensor, int]:
-        """Sample latents with Eq. 9 guidance; samples of different presets are sampled per group.
+        """Sample latents with Eq. 9 guidance; each sample gets its own preset's scales.
 
-        ``gate_logits_override`` sets the pre-softmax MoE scores of the named conditions for this
-        call (Fig. 4), e.g. ``{"speech": 0.0}``.
+        A batch mixing scenarios still runs ONE batched forward per ODE step: the scales enter
+        :class:`~avgen.flow.MultiConditionGuidance` as a (B, K) tensor. ``gate_logits_override`` sets
+        the pre-softmax MoE scores of the named conditions for this call (Fig. 4), e.g. ``{"speech": 0.0}``.
         """
         explicit = self._scale_list(cfg_scales) if cfg_scales is not None else self.cfg_scales
-        if explicit is not None or (cfg_scale if cfg_scale is not None else self.cfg_scale) is not None:
-            groups = {"": list(range(len(batch)))}
-        else:
-            groups: dict[str, list[int]] = {}
-            for i, name in enumerate(self.sample_presets(batch, cfg_preset)):
-                groups.setdefault(name, []).append(i)
         network = self.inference_network
         previous = network.gate_logits_override
         network.gate_logits_override = dict(gate_logits_override) if gate_logits_override else None
         try:
-            if len(groups) == 1:
-                (name,) = groups
-                self._active_scales = explicit if explicit is not None else (
-                    self._scale_list(CFG_PRESETS[name]) if name else None)
-                return super().sample_latents(batch, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed,
-                                              progress=progress)
-            latents = lengths = None
-            num_samples = 0
-            for k, (name, index) in enumerate(groups.items()):
-                self._active_scales = self._scale_list(CFG_PRESETS[name])
-                part, part_lengths, num_samples = super().sample_latents(
-                    batch.select(index), num_steps=num_steps, cfg_scale=cfg_scale,
-                    seed=None if seed is None else seed + 1009 * k, progress=progress)
-                if latents is None:
-                    latents = part.new_zeros(len(batch), *part.shape[1:])
-                    lengths = part_lengths.new_zeros(len(batch))
-                idx = torch.tensor(index, device=part.device)
-                latents[idx], lengths[idx] = part, part_lengths
-            return latents, lengths, num_samples
+            if explicit is not None or (cfg_scale if cfg_scale is not None else self.cfg_scale) is not None:
+                self._active_scales = explicit
+            else:
+                per_sample = [self._scale_list(CFG_PRESETS[name]) for name in self.sample_presets(batch, cfg_preset)]
+                self._active_scales = torch.tensor(per_sample, dtype=torch.float32)
+            return super().sample_latents(batch, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed,
+                                          progress=progress)
         finally:
             self._active_scales = None
             network.gate_logits_override = previous
