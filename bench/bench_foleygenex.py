@@ -20,7 +20,6 @@ per second, divided by the FLOP/s of a plain square matmul of the same dtype tim
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
 import torch
@@ -29,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from avgen.flow import ClassifierFreeGuidance
 from avgen.flow.guidance import concat_conditions
 from avgen.models.foleygenex.network import FoleyGenExNetwork
+from _timing import timed  # bench/ is on sys.path when a script runs
 
 # MMAudio-S-16k (networks.py `small_16k`): hidden 448 = 7 x 64, depth 12 with 8 fused (single) blocks.
 S16K = dict(hidden_dim=448, num_heads=7, num_joint_blocks=4, num_single_blocks=8)
@@ -36,19 +36,6 @@ LATENTS, CHANNELS = 250, 20  # 8 s at 31.25 latents/s, 20-channel 16 kHz VAE
 CLIP_FRAMES, CLIP_DIM = 64, 1024  # 8 fps x 8 s, DFN5B-CLIP-ViT-H-14-384
 SYNC_TOKENS, SYNC_DIM = 192, 768  # Synchformer: 24 segments x 8 tokens
 TEXT_TOKENS, TEXT_DIM = 77, 1024
-
-
-def timed(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    """Fastest of ``repeats`` calls after ``warmup`` calls (the best estimate of capacity on a shared
-    CPU; the same statistic for the model steps and the matmul, so their ratio is fair)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def count_flops(fn: Callable[[], object]) -> int:
@@ -60,7 +47,7 @@ def count_flops(fn: Callable[[], object]) -> int:
 def matmul_flops_per_second(dtype: torch.dtype, size: int, warmup: int, repeats: int) -> float:
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
-    seconds = timed(lambda: a @ b, warmup, repeats)
+    seconds = timed(lambda: a @ b, warmup, repeats, statistic="min")
     return 2 * size**3 / seconds
 
 
@@ -147,9 +134,9 @@ def main() -> None:
     for name, bf16, dtype in (("fp32", False, torch.float32), ("bf16-mixed", True, torch.bfloat16)):
         peak = matmul_flops_per_second(dtype, matmul_size, warmup, 10)
         network.train()
-        train = timed(lambda: train_step(bf16), warmup, repeats)
+        train = timed(lambda: train_step(bf16), warmup, repeats, statistic="min")
         network.eval()
-        sample = timed(lambda: sampling_step(bf16), warmup, repeats)
+        sample = timed(lambda: sampling_step(bf16), warmup, repeats, statistic="min")
         results[name] = (peak, train, sample)
 
     print(f"\nmatmul FLOPs counted: training step (fwd + bwd) {train_flops / 1e9:.1f} GFLOP, "

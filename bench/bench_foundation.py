@@ -12,27 +12,13 @@ Measured side by side in one run on the CPU (ratios, not absolute numbers, are t
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
 from avgen.flow import ClassifierFreeGuidance, euler_sample, guided_velocity_fn, sampling_times
 from avgen.flow.guidance import concat_conditions
 from avgen.models.foleygenex.network import FoleyGenExNetwork
-
-
-def timed(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _timing import timed  # bench/ is on sys.path when a script runs
 
 
 def main() -> None:
