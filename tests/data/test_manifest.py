@@ -70,10 +70,12 @@ def test_short_video_is_padded_and_recorded_or_skipped(tmp_path):
     write_mp4(tmp_path / "v.mp4", s.video_sync[:25], 25)  # 1 s of video for 2 s of audio
     sf.write(tmp_path / "a.wav", s.audio.numpy(), SR)
     m = write_manifest(tmp_path / "m.jsonl", [{"id": "x", "audio": "a.wav", "video": "v.mp4"}])
-    got = ManifestDataset(m, on_error="raise")[0]
+    with pytest.raises(ValueError, match=r"50% of the clip's frames .*max_video_pad_fraction=0\.25"):
+        ManifestDataset(m, on_error="raise")[0]  # half the clip frozen: a wrong sample, not a padded one
+    got = ManifestDataset(m, on_error="raise", max_video_pad_fraction=0.5)[0]
     assert got.meta["video_padded_frames"] == {"semantic": 8, "sync": 25}
     assert torch.equal(got.video_sync[25:], got.video_sync[24:25].expand(25, -1, -1, -1))
-    skipper = ManifestDataset(m, on_error="skip", short_video="skip")
+    skipper = ManifestDataset(m, on_error="skip", short_video="skip", max_skip_fraction=1.0)
     assert skipper[0] is None and skipper.runtime_skips == 1
 
 
@@ -86,7 +88,7 @@ def test_missing_file_under_both_policies(tmp_path, exported, caplog):
     rows[1]["audio"] = str(tmp_path / "gone.wav")
     m = write_manifest(tmp_path / "m.jsonl", rows)
     with caplog.at_level(logging.WARNING):
-        ds = ManifestDataset(m, on_error="skip")
+        ds = ManifestDataset(m, on_error="skip", max_skip_fraction=0.25)
     assert len(ds) == 3 and len(ds.setup_skips) == 1 and ds.setup_skips[0][0] == 2
     assert "gone.wav" in caplog.text and "skipped 1 of 4" in caplog.text
     with pytest.raises(ValueError, match=r"m\.jsonl, line 2 .*gone\.wav: audio file does not exist\. Fix:"):
@@ -106,14 +108,15 @@ def test_truncated_mp4_under_both_policies(tmp_path, exported):
     m = write_manifest(tmp_path / "m.jsonl", rows)
     with pytest.raises(ValueError, match=rf"line {video_row + 1} .*cut\.mp4.*truncated.*Fix:"):
         ManifestDataset(m, on_error="raise")
-    assert len(ManifestDataset(m, on_error="skip")) == 3  # caught by the header probe at setup
-    lazy = ManifestDataset(m, on_error="skip", probe_media=False)  # caught while loading instead
+    assert len(ManifestDataset(m, on_error="skip", max_skip_fraction=0.25)) == 3  # caught by the header probe
+    lazy = ManifestDataset(m, on_error="skip", probe_media=False, max_skip_fraction=0.25)  # caught while loading instead
     assert len(lazy) == 4
     batch = collate_skipping([lazy[i] for i in range(4)])
     assert len(batch) == 3 and rows[video_row]["id"] not in batch.ids and lazy.runtime_skips == 1
     with pytest.raises(ValueError, match="cut.mp4"):
         ManifestDataset(m, on_error="raise", probe_media=False)[video_row]
-    assert collate_skipping([None, None]) is None
+    with pytest.raises(ValueError, match="every sample of a batch of 2 failed"):
+        collate_skipping([None, None])
 
 
 def test_rate_checks_and_silence(tmp_path):
@@ -126,12 +129,12 @@ def test_rate_checks_and_silence(tmp_path):
         {"id": "silent", "audio": "silent.wav"},
         {"id": "good", "audio": "ok.wav", "caption": "noise"},
     ])
-    ds = ManifestDataset(m, on_error="skip", skip_silent=True)
+    ds = ManifestDataset(m, on_error="skip", skip_silent=True, max_skip_fraction=1.0)
     assert [r.id for r in ds.rows] == ["declared", "silent", "good"]  # 4 kHz rejected from the header
     assert "unsupported sample rate 4000" in ds.setup_skips[0][2]
     assert ds[0] is None and ds[1] is None and ds[2] is not None  # wrong declared rate, silent clip
     assert ds.runtime_skips == 2
-    assert ManifestDataset(m, on_error="skip", skip_silent=False)[1] is not None
+    assert ManifestDataset(m, on_error="skip", skip_silent=False, max_skip_fraction=1.0)[1] is not None
     with pytest.raises(ValueError, match="line 2 .*manifest declares 16000"):
         ManifestDataset(m, on_error="raise", probe_media=False)[1]
 

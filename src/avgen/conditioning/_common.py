@@ -93,3 +93,27 @@ def resize_short_side_center_crop(images: Tensor, size: int) -> Tensor:
     images = resize_bicubic(images, (new_h, new_w))
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return images[..., top : top + size, left : left + size]
+
+
+class TextLimit:
+    """A text encoder's token limit, with a picklable token counter (for DataLoader workers).
+
+    ``policy``: ``"cut"`` (the encoder truncates silently, e.g. T5 ``max_length``, CLIP's context),
+    ``"truncate"`` (it cuts with a warning) or ``"error"`` (it raises: such a row is unusable).
+    ``count(text)`` is the token count the encoder would see, special tokens included (CLIP's
+    start/end tokens, T5's / SpeechT5's end-of-sequence token).
+    """
+
+    def __init__(self, tokenizer: object, max_tokens: int, policy: str, encoder: str, special_tokens: int = 0) -> None:
+        self.tokenizer, self.max_tokens, self.policy = tokenizer, int(max_tokens), policy
+        self.encoder, self.special_tokens = encoder, int(special_tokens)
+
+    def count(self, text: str) -> int:
+        from transformers import PreTrainedTokenizerBase
+
+        if isinstance(self.tokenizer, PreTrainedTokenizerBase):  # adds its own special tokens
+            return len(self.tokenizer(text)["input_ids"])
+        return len(self.tokenizer.encode(text)) + self.special_tokens
+
+    def __repr__(self) -> str:
+        return f"TextLimit({self.encoder}, max_tokens={self.max_tokens}, policy={self.policy!r})"

@@ -35,7 +35,14 @@ from einops import rearrange
 from open_clip.transformer import TextTransformer
 from torch import Tensor, nn
 
-from avgen.conditioning._common import FrozenEncoder, building_on_meta, check_frames, resize_bicubic, seeded_build
+from avgen.conditioning._common import (
+    FrozenEncoder,
+    TextLimit,
+    building_on_meta,
+    check_frames,
+    resize_bicubic,
+    seeded_build,
+)
 
 _SCHEMAS = ("hf-hub:", "local-dir:")
 
@@ -240,6 +247,10 @@ class CLIPTextEncoder(FrozenEncoder):
     @property
     def output_dim(self) -> int:
         return self._output_dim
+
+    def text_limit(self) -> TextLimit:
+        """The caption token limit (open_clip cuts longer captions to ``context_length``), for data checks."""
+        return TextLimit(self.tokenizer, self.context_length, "cut", "CLIP text encoder", special_tokens=2)
 
     def tokenize(self, texts: list[str]) -> Tensor:
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig, AutoTokenizer, SpeechT5Config, SpeechT5ForTextToSpeech
 from transformers.models.speecht5.modeling_speecht5 import SpeechT5EncoderWithTextPrenet
 
-from avgen.conditioning._common import FrozenEncoder, building_on_meta, seeded_build
+from avgen.conditioning._common import FrozenEncoder, TextLimit, building_on_meta, seeded_build
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +337,12 @@ class SpeechTranscriptEncoder(FrozenEncoder):
         tokenizer: ``"auto"`` (the checkpoint's SpeechT5Tokenizer; needs sentencepiece) or ``"char"``
             (built-in characters, see the module docstring). The tiny config always uses ``"char"``.
         durator_dropout: dropout of the Durator (VoiceLDM 0.5).
+        layerdrop: probability of skipping a whole encoder layer in training (SpeechT5's
+            ``encoder_layerdrop``; 0.1 in the released config). None (default): 0 for a trainable
+            encoder, because a skipped layer leaves parameters without gradient in that step, which
+            stops DDP ("Expected to have finished reduction ... parameters that were not used");
+            VoiceLDM and OmniSonic say nothing of LayerDrop. Set it explicitly to train with LayerDrop
+            (then DDP needs ``strategy: ddp_find_unused_parameters_true``).
     """
 
     def __init__(
@@ -348,8 +354,11 @@ class SpeechTranscriptEncoder(FrozenEncoder):
         init_seed: int = 0,
         tokenizer: str = "auto",
         durator_dropout: float = 0.5,
+        layerdrop: float | None = None,
     ) -> None:
         super().__init__()
+        if layerdrop is not None and not 0.0 <= layerdrop < 1.0:
+            raise ValueError(f"SpeechTranscriptEncoder: layerdrop must be in [0, 1), got {layerdrop}")
         if tokenizer not in ("auto", "char"):
             raise ValueError(f"SpeechTranscriptEncoder: tokenizer must be 'auto' or 'char', got {tokenizer!r}")
         self.model_name, self.overflow = model_name, overflow
@@ -361,6 +370,10 @@ class SpeechTranscriptEncoder(FrozenEncoder):
                 self.text_encoder = full.speecht5.encoder  # keep the text encoder only
                 del full
             config = self.text_encoder.config
+            self.layerdrop = float(layerdrop) if layerdrop is not None else (
+                float(config.encoder_layerdrop) if frozen else 0.0)
+            config.encoder_layerdrop = self.layerdrop
+            self.text_encoder.wrapped_encoder.layerdrop = self.layerdrop
             self.durator = Durator(config.hidden_size, max_frames, overflow, dropout=durator_dropout)
         self.max_tokens = int(config.max_text_positions)
         if tokenizer == "char" or model_name == TINY_SPEECHT5:
@@ -382,6 +395,13 @@ class SpeechTranscriptEncoder(FrozenEncoder):
     @property
     def output_dim(self) -> int:
         return self._output_dim
+
+    def text_limit(self) -> TextLimit | None:
+        """The transcript token limit (``max_text_positions``) and its ``overflow`` policy, for data checks."""
+        if self.tokenizer is None:
+            return None
+        return TextLimit(self.tokenizer, self.max_tokens, self.overflow, f"SpeechT5 encoder {self.model_name}",
+                         special_tokens=1)
 
     def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Transcripts -> (ids (B, K) long, mask (B, K) bool), padded to the longest; the token cap

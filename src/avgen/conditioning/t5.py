@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from transformers import AutoConfig, AutoTokenizer, T5Config, T5EncoderModel
 
-from avgen.conditioning._common import FrozenEncoder, building_on_meta, seeded_build
+from avgen.conditioning._common import FrozenEncoder, TextLimit, building_on_meta, seeded_build
 
 TINY_T5 = "avgen-tiny-t5"
 
@@ -110,6 +110,12 @@ class T5TextEncoder(FrozenEncoder):
     @property
     def output_dim(self) -> int:
         return self._output_dim
+
+    def text_limit(self) -> TextLimit | None:
+        """The caption token limit (longer captions are cut to ``max_length``), for data checks."""
+        if self.tokenizer is None:
+            return None
+        return TextLimit(self.tokenizer, self.max_length, "cut", f"T5 encoder {self.model_name}", special_tokens=1)
 
     def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Captions -> (token ids (B, L) long, mask (B, L) bool), L = ``max_length``."""

@@ -25,6 +25,7 @@ import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from avgen.data.batch import TEXT_FIELDS, AVBatch, Sample, collate
+from avgen.data.report import EVENT_KEY, add_event
 from avgen.data.media import MediaError, audio_info, load_audio, load_video, video_info
 from avgen.data.toyworld import SCENARIOS
 
@@ -59,27 +60,49 @@ def _manifest_error(path: Path, line: int, reason: str, fix: str) -> ValueError:
     return ValueError(f"{path}, line {line}: {reason}. Fix: {fix}")
 
 
-def read_manifest(path: str | Path) -> list[ManifestRow]:
-    """Parse and validate a jsonl manifest (see the module docstring for the columns)."""
+def read_manifest(
+    path: str | Path, on_error: str = "raise", skipped: list[tuple[int, str, str]] | None = None
+) -> list[ManifestRow]:
+    """Parse and validate a jsonl manifest (see the module docstring for the columns).
+
+    A line that is not UTF-8 text raises naming the file, line and byte offset; with
+    ``on_error="skip"`` it is dropped with a warning instead and recorded in ``skipped`` as
+    ``(line, "line <n>", reason)`` (its id cannot be read). Every other validation error raises.
+    """
     path = Path(path)
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error={on_error!r} must be one of {ON_ERROR}")
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist; pass the path of a .jsonl manifest")
     root = path.parent
     rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
     unknown: set[str] = set()
-    with path.open("r", encoding="utf-8") as f:
-        for n, text in enumerate(f, start=1):
+    json_fix = f"write one JSON object per line, e.g. {EXAMPLE_ROW}"
+    if path.suffix.lower() in (".csv", ".tsv"):
+        json_fix += (f" (avgen manifests are JSON lines, not {path.suffix[1:].upper()}; convert the table, e.g. "
+                     "pandas.read_csv(p).to_json(out, orient='records', lines=True))")
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                reason = f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+                if on_error == "raise":
+                    raise _manifest_error(path, n, reason, "save the manifest as UTF-8, e.g. "
+                                          "`iconv -f latin1 -t utf-8 in.jsonl > out.jsonl`, or remove the line") from None
+                log.warning("skipping %s line %d: %s", path, n, reason)
+                if skipped is not None:
+                    skipped.append((n, f"line {n}", reason))
+                continue
             if not text.strip():
                 continue
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as e:
-                raise _manifest_error(path, n, f"malformed JSON ({e.msg} at column {e.colno})",
-                                      f"write one JSON object per line, e.g. {EXAMPLE_ROW}") from None
+                raise _manifest_error(path, n, f"malformed JSON ({e.msg} at column {e.colno})", json_fix) from None
             if not isinstance(obj, dict):
-                raise _manifest_error(path, n, f"expected a JSON object, got {type(obj).__name__}",
-                                      f"write one JSON object per line, e.g. {EXAMPLE_ROW}")
+                raise _manifest_error(path, n, f"expected a JSON object, got {type(obj).__name__}", json_fix)
             for col in REQUIRED_COLUMNS:
                 if obj.get(col) in (None, ""):
                     raise _manifest_error(path, n, f"missing required column {col!r}",
@@ -147,8 +170,22 @@ def infer_task(row: ManifestRow) -> str:
     return "vta" if row.video is not None else "tta"
 
 
+class TooManySkips(ValueError):
+    """A split lost more rows than ``max_skip_fraction`` allows, or has no usable row at all."""
+
+
 class ManifestDataset(Dataset):
-    """Samples of one manifest (rows of one split). ``__getitem__`` returns ``None`` for a skipped sample."""
+    """Samples of one manifest (rows of one split).
+
+    A row that fails to load (``on_error="skip"``) is counted once per process (it is not tried
+    again in later epochs) and, with ``substitute=True`` (training), replaced by the next usable row
+    so every batch keeps its size and no batch is ever empty; without it ``__getitem__`` returns
+    ``None`` (dropped by :func:`collate_skipping`) and a batch whose rows all failed is filled with
+    the next usable row (marked ``meta["filler"]``). Once more than ``max_skip_fraction`` of the
+    split's rows failed (at setup and while loading in this process), or none loads, it raises
+    :class:`TooManySkips` naming the first bad rows. Problems travel with the samples as
+    ``meta["data_events"]`` (see :mod:`avgen.data.report`).
+    """
 
     def __init__(
         self,
@@ -166,33 +203,75 @@ class ManifestDataset(Dataset):
         short_video: str = "pad",
         probe_media: bool = True,
         transform: Callable[[Sample], Sample] | None = None,
+        max_skip_fraction: float = 0.1,
+        max_video_pad_fraction: float = 0.25,
+        substitute: bool = False,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r} must be one of {ON_ERROR}")
         if short_video not in ("pad", "skip"):
             raise ValueError(f"short_video={short_video!r} must be 'pad' or 'skip'")
+        if not 0.0 <= max_skip_fraction <= 1.0:
+            raise ValueError(f"max_skip_fraction={max_skip_fraction} must be in [0, 1]")
+        if not 0.0 <= max_video_pad_fraction <= 1.0:
+            raise ValueError(f"max_video_pad_fraction={max_video_pad_fraction} must be in [0, 1]")
         self.manifest = Path(manifest)
+        self.split = split
         self.duration, self.sample_rate = float(duration), int(sample_rate)
         self.fps = (float(semantic_fps), float(sync_fps))
         self.sizes = (int(semantic_size), int(sync_size))
         self.on_error, self.skip_silent, self.short_video = on_error, skip_silent, short_video
+        self.max_skip_fraction, self.max_video_pad_fraction = float(max_skip_fraction), float(max_video_pad_fraction)
+        self.substitute = bool(substitute)
         self.transform = transform  # Sample -> Sample after decoding (e.g. AdverbAugmentation)
-        all_rows = read_manifest(self.manifest)
+        self.text_spec: Any = None  # avgen.data.report.TextSpec, installed by DataReportCallback
+        self.setup_skips: list[tuple[int, str, str]] = []  # (line, id, reason)
+        all_rows = read_manifest(self.manifest, on_error, self.setup_skips)
         # A row with a ``split`` column belongs only to that split; rows without one belong to all.
         rows = [r for r in all_rows if split is None or r.split is None or r.split == split]
-        self.setup_skips: list[tuple[int, str, str]] = []  # (line, id, reason)
-        self.runtime_skips = 0
+        self.total_rows = len(rows) + len(self.setup_skips)
+        self.bad: dict[int, str] = {}  # row index -> why it failed to load (this process)
         self.padded_videos = 0
         self.rows = [r for r in rows if self._usable(r, probe_media)]
         if self.setup_skips:
             log.warning("%s: skipped %d of %d rows at setup (on_error='skip')", self.manifest,
-                        len(self.setup_skips), len(rows))
+                        len(self.setup_skips), self.total_rows)
         if not self.rows:
-            raise ValueError(
+            raise TooManySkips(
                 f"{self.manifest}: no usable rows for split {split!r} ({len(all_rows)} rows, "
-                f"{len(all_rows) - len(rows)} of other splits, {len(self.setup_skips)} skipped). Fix: check the "
-                "rows' 'split' column and media paths (the warnings above name each skipped file)"
+                f"{len(all_rows) - len(rows)} of other splits, {len(self.setup_skips)} skipped{self._first_bad()}). "
+                "Fix: check the rows' 'split' column and media paths (the warnings above name each skipped file)"
             )
+        self._check_skip_budget()
+
+    # -- skip accounting ----------------------------------------------------------------------
+    @property
+    def runtime_skips(self) -> int:
+        """Distinct rows that failed while loading in this process."""
+        return len(self.bad)
+
+    def _bad_rows(self) -> list[tuple[int, str, str]]:
+        return sorted(self.setup_skips + [(self.rows[i].line, self.rows[i].id, why) for i, why in self.bad.items()])
+
+    def _first_bad(self, k: int = 3) -> str:
+        bad = self._bad_rows()
+        if not bad:
+            return ""
+        listing = "; ".join(f"line {line} (id {sid!r}): {why}" for line, sid, why in bad[:k])
+        return f"; first bad: {listing}" + (f"; and {len(bad) - k} more" if len(bad) > k else "")
+
+    def _check_skip_budget(self) -> None:
+        skipped = len(self.setup_skips) + len(self.bad)
+        if skipped > self.max_skip_fraction * self.total_rows:
+            raise TooManySkips(
+                f"{self.manifest} (split {self.split!r}): {skipped} of {self.total_rows} rows could not be used, more "
+                f"than max_skip_fraction={self.max_skip_fraction:g} allows{self._first_bad()}. Fix: repair or remove "
+                "these rows, or raise max_skip_fraction (--data.init_args.max_skip_fraction) to accept the loss"
+            )
+
+    def setup_events(self) -> list[tuple[str, str, str]]:
+        """Rows dropped at setup, as data-report events (see :mod:`avgen.data.report`)."""
+        return [("skipped", sid, f"{self.manifest.name} line {line}: {why}") for line, sid, why in self.setup_skips]
 
     def _fail(self, row: ManifestRow, error: MediaError) -> ValueError:
         return ValueError(f"{self.manifest}, line {row.line} (id {row.id!r}): {error}")
@@ -217,37 +296,92 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> Sample | None:
+    def _try(self, index: int) -> Sample | None:
+        """The row's sample, or None when it fails (first failure logged and counted, later ones silent)."""
+        if index in self.bad:
+            return None
         row = self.rows[index]
         try:
             sample = self.load(row)
         except MediaError as e:
             if self.on_error == "raise":
                 raise self._fail(row, e) from e
-            self.runtime_skips += 1
-            log.warning("skipping %s line %d (id %r) [%d skipped while loading in this process]: %s",
-                        self.manifest, row.line, row.id, self.runtime_skips, e)
+            self.bad[index] = str(e)
+            log.warning("skipping %s line %d (id %r) [%d rows failed while loading in this process]: %s",
+                        self.manifest, row.line, row.id, len(self.bad), e)
+            self._check_skip_budget()
             return None
         return sample if self.transform is None else self.transform(sample)
 
+    def _next_usable(self, index: int, failed: list[int]) -> Sample:
+        """The first row after ``index`` (wrapping) that loads; raises when no row of the split does."""
+        n = len(self.rows)
+        for step in range(1, n + 1):
+            j = (index + step) % n
+            sample = self._try(j)
+            if sample is not None:
+                for i in failed:
+                    add_event(sample.meta, "skipped", self.rows[i].id, f"{self.manifest.name} line "
+                              f"{self.rows[i].line}: {self.bad.get(i, '')}")
+                return sample
+            if j not in failed:
+                failed.append(j)
+        raise TooManySkips(f"{self.manifest} (split {self.split!r}): none of the {n} rows could be loaded"
+                           f"{self._first_bad()}. Fix: repair the files or the manifest (the warnings name each file)")
+
+    def __getitem__(self, index: int) -> Sample | None:
+        sample = self._try(index)
+        if sample is not None or not self.substitute:
+            return sample
+        return self._next_usable(index, [index])
+
+    def __getitems__(self, indices: list[int]) -> list[Sample | None]:
+        """A batch's samples (the DataLoader calls this): never all skipped."""
+        samples = [self[i] for i in indices]
+        kept = [s for s in samples if s is not None]
+        failed = [i for i, s in zip(indices, samples) if s is None]
+        if not kept:  # every row of an evaluation batch failed: one filler keeps the batch non-empty
+            filler = self._next_usable(max(indices), failed)
+            filler.meta["filler"] = True
+            add_event(filler.meta, "filler", filler.id, f"batch of rows {[self.rows[i].id for i in indices]}")
+            return [filler]
+        for i in failed:
+            add_event(kept[0].meta, "skipped", self.rows[i].id,
+                      f"{self.manifest.name} line {self.rows[i].line}: {self.bad.get(i, '')}")
+        return kept
+
     def load(self, row: ManifestRow) -> Sample:
         """Decode one row into a :class:`Sample` (raises :class:`MediaError`)."""
-        clip = load_audio(row.audio, self.sample_rate, self.duration, row.start, row.sample_rate,
-                          SILENCE_PEAK if self.skip_silent else None)
         meta = dict(row.meta)
         meta.update({"manifest": str(self.manifest), "line": row.line})
+        meta.pop(EVENT_KEY, None)
+        where = f"{self.manifest.name} line {row.line}"
+        if self.text_spec is not None:  # before decoding: a row whose text the model cannot take is bad
+            why = self.text_spec.check(row.texts, row.id, meta)
+            if why is not None:
+                raise MediaError(where, why, "shorten the text, or change the encoder's overflow policy")
+        clip = load_audio(row.audio, self.sample_rate, self.duration, row.start, row.sample_rate,
+                          SILENCE_PEAK if self.skip_silent else None)
+        if clip.source_channels > 1:
+            add_event(meta, "downmixed", row.id, f"{clip.source_channels} channels averaged")
         video_semantic = video_sync = None
         if row.video is not None:
             video = load_video(row.video, self.fps, self.sizes, self.duration, row.start)
             video_semantic, video_sync = video.streams
             audio_end = row.start + clip.valid_length / self.sample_rate
             if video.source_seconds < audio_end - 1.0 / self.fps[1]:
-                if self.short_video == "skip":
+                frames = max(video_sync.shape[0], 1)
+                fraction = video.padded_frames[1] / frames
+                if self.short_video == "skip" or fraction > self.max_video_pad_fraction:
                     raise MediaError(row.video, f"video ends at {video.source_seconds:.2f} s but its audio runs "
-                                     f"to {audio_end:.2f} s", "trim the audio, or use short_video='pad'")
+                                     f"to {audio_end:.2f} s ({fraction:.0%} of the clip's frames would repeat the "
+                                     f"last one; max_video_pad_fraction={self.max_video_pad_fraction:g})",
+                                     "trim the audio to the video, or raise max_video_pad_fraction")
                 self.padded_videos += 1
-                log.info("%s: video shorter than audio, repeating its last frame (%s frames padded)",
-                         row.video, video.padded_frames)
+                add_event(meta, "video_padded", row.id, f"{video.padded_frames[1]} of {frames} frames")
+                log.warning("%s (id %r): video ends at %.2f s, before its audio (%.2f s); repeating its last frame "
+                            "for %d of %d frames", where, row.id, video.source_seconds, audio_end,
+                            video.padded_frames[1], frames)
             if any(video.padded_frames):
                 meta["video_padded_frames"] = {"semantic": video.padded_frames[0], "sync": video.padded_frames[1]}
         reference = None
@@ -276,18 +410,21 @@ def _exists(path: Path, what: str) -> None:
                          "against the manifest's folder) or remove the row")
 
 
-def collate_skipping(samples: list[Sample | None]) -> AVBatch | None:
-    """:func:`collate` after dropping skipped (``None``) samples.
+def collate_skipping(samples: list[Sample | None]) -> AVBatch:
+    """:func:`collate` after dropping skipped (``None``) samples; never returns an empty batch.
 
-    Returns ``None`` only if every sample of the batch was skipped (logged); a LightningModule's step
-    should then return ``None`` to skip the batch.
+    :class:`ManifestDataset` itself keeps batches non-empty (substitutes or fillers); if every
+    sample still arrives as ``None`` (e.g. through a ``ConcatDataset``, which loads item by item),
+    this raises rather than hand the model an empty batch, which would make training loop forever.
     """
     kept = [s for s in samples if s is not None]
+    if not kept:
+        raise TooManySkips(
+            f"every sample of a batch of {len(samples)} failed to load (the warnings above name each file). "
+            "Fix: repair or remove those rows; training cannot use an empty batch"
+        )
     if len(kept) < len(samples):
         log.warning("dropped %d skipped sample(s) from a batch of %d", len(samples) - len(kept), len(samples))
-    if not kept:
-        log.warning("every sample of this batch was skipped; yielding None")
-        return None
     return collate(kept)
 
 
@@ -296,6 +433,12 @@ class ManifestDataModule(L.LightningDataModule):
 
     ``on_error``: ``"skip"`` (counted, logged, summarised at teardown) or ``"raise"``.
     ``short_video``: ``"pad"`` repeats a short video's last frame (recorded in ``meta``) or ``"skip"``.
+    ``max_skip_fraction``: the share of a split's rows that may fail (at setup or while loading)
+    before the run stops with :class:`TooManySkips` naming the first bad rows; a split with no
+    usable row always stops. Training rows that fail are replaced by the next usable row (batches
+    keep their size); evaluation rows are dropped (see :class:`ManifestDataset`).
+    ``max_video_pad_fraction``: with ``short_video="pad"``, the largest share of a clip's frames
+    that may repeat a short video's last frame; beyond it the row is a bad row.
     ``probe_media``: parse every file's header at setup (catches truncated/unreadable files before
     the first epoch); ``False`` only checks that files exist (faster for huge manifests).
     ``transform``: a ``Sample -> Sample`` callable (e.g. ``avgen.data.AdverbAugmentation``) applied to
@@ -325,6 +468,8 @@ class ManifestDataModule(L.LightningDataModule):
         transform: Optional[Callable[[Sample], Sample]] = None,
         transform_splits: list[str] = ["train"],  # noqa: B006 (jsonargparse needs the literal default)
         predict_duration: Optional[float] = None,
+        max_skip_fraction: float = 0.1,
+        max_video_pad_fraction: float = 0.25,
     ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
@@ -337,6 +482,7 @@ class ManifestDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.sample_rate, self.duration = int(sample_rate), float(duration)
         self.datasets: dict[str, ManifestDataset] = {}
+        self.text_spec: Any = None  # avgen.data.report.TextSpec, installed by DataReportCallback
 
     def dataset(self, split: str) -> ManifestDataset:
         if split not in self.datasets:
@@ -350,7 +496,10 @@ class ManifestDataModule(L.LightningDataModule):
                 sync_fps=h.sync_fps, semantic_size=h.semantic_size, sync_size=h.sync_size, on_error=h.on_error,
                 skip_silent=h.skip_silent, short_video=h.short_video, probe_media=h.probe_media,
                 transform=self.transform if split in self.transform_splits else None,
+                max_skip_fraction=h.max_skip_fraction, max_video_pad_fraction=h.max_video_pad_fraction,
+                substitute=split == "train",
             )
+            self.datasets[split].text_spec = self.text_spec
         return self.datasets[split]
 
     @property
@@ -393,7 +542,8 @@ class ManifestDataModule(L.LightningDataModule):
         return self._loader("predict")
 
     def skip_summary(self) -> dict[str, dict[str, int]]:
-        """Skipped rows per split: at setup, and while loading (this process only)."""
+        """Skipped rows per split: at setup, and while loading (distinct rows, this process only; the
+        whole run's counts, worker processes included, are in :class:`avgen.data.report.DataReportCallback`)."""
         return {split: {"rows": len(ds), "setup_skips": len(ds.setup_skips), "runtime_skips": ds.runtime_skips,
                         "padded_videos": ds.padded_videos} for split, ds in self.datasets.items()}
 

@@ -9,6 +9,7 @@ padded with their last frame *and reported*, and truncated files fail loudly.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -43,6 +44,7 @@ class AudioClip:
     valid_length: int  # samples of real audio in ``waveform`` (the rest is padding)
     source_seconds: float  # length of the whole source file
     source_sample_rate: int
+    source_channels: int = 1  # channels of the file (more than one: averaged to mono, reported by datasets)
 
 
 def resample(x: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
@@ -70,7 +72,30 @@ def audio_info(path: str | Path) -> sf._SoundFileInfo:
                          "at least 8 kHz, or remove the row")
     if info.frames <= 0:
         raise MediaError(path, "audio file has no samples", "remove the row or replace the file")
+    declared = _declared_data_bytes(info)
+    if declared is not None:
+        raise MediaError(path, f"truncated audio: the header declares {declared[0]} bytes of samples but the file "
+                         f"holds only {declared[1]}", "re-export or re-download the file, or remove the row")
     return info
+
+
+# libsndfile logs a RIFF/WAV data chunk that runs past the end of the file as
+# "data : <declared> (should be <present>)" and then quietly reads only the bytes present, which
+# would turn a half-copied file into a shorter clip. A declared size of 0 or 0xFFFFFFFF is a
+# streamed WAV (size unknown when written), not a truncation.
+_DATA_CHUNK = re.compile(r"^\s*data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_STREAMED_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
+
+
+def _declared_data_bytes(info: sf._SoundFileInfo) -> tuple[int, int] | None:
+    """(declared, present) data bytes of a truncated WAV-family file, None when the file is whole."""
+    match = _DATA_CHUNK.search(getattr(info, "extra_info", "") or "")
+    if match is None:
+        return None
+    declared, present = int(match.group(1)), int(match.group(2))
+    if declared in _STREAMED_SIZES or declared <= present:
+        return None
+    return declared, present
 
 
 def load_audio(
@@ -83,7 +108,7 @@ def load_audio(
 ) -> AudioClip:
     """Decode ``[start, start + duration)`` seconds of ``path`` as mono float32 at ``sample_rate``.
 
-    Multi-channel audio is averaged to mono. The result is padded with zeros (or cropped) to exactly
+    Multi-channel audio is averaged to mono (``source_channels`` tells callers, which report it). The result is padded with zeros (or cropped) to exactly
     ``round(duration * sample_rate)`` samples; ``valid_length`` says how much is real.
     ``expected_sample_rate`` (a manifest's declared rate) must match the file's header.
     ``silence_threshold``: raise if the clip's peak is below it (a silent clip).
@@ -105,6 +130,9 @@ def load_audio(
                          "re-encode or replace the file, or remove the row") from e
     if data.shape[0] == 0:
         raise MediaError(path, "decoded no audio samples (truncated file?)", "replace the file or remove the row")
+    if data.shape[0] < last - first:  # the header promised more frames than the file holds
+        raise MediaError(path, f"truncated audio: decoded {data.shape[0]} of the {last - first} frames the header "
+                         "declares", "re-export or re-download the file, or remove the row")
     if not np.isfinite(data).all():
         raise MediaError(path, "audio contains NaN or Inf samples", "re-encode the file or remove the row")
     mono = data.mean(axis=1)
@@ -117,7 +145,7 @@ def load_audio(
         target = int(round(duration * sample_rate))
         valid = min(valid, target)
         mono = np.pad(mono[:target], (0, target - valid))
-    return AudioClip(torch.from_numpy(np.ascontiguousarray(mono)), valid, info.frames / rate, rate)
+    return AudioClip(torch.from_numpy(np.ascontiguousarray(mono)), valid, info.frames / rate, rate, int(info.channels))
 
 
 def write_wav(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
