@@ -296,6 +296,10 @@ class ManifestDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
+    def video_indices(self) -> list[int]:
+        """Indices of the rows that have a video (read from the manifest, nothing decoded)."""
+        return [i for i, r in enumerate(self.rows) if r.video is not None]
+
     def _try(self, index: int) -> Sample | None:
         """The row's sample, or None when it fails (first failure logged and counted, later ones silent)."""
         if index in self.bad:

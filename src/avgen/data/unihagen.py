@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avgen.data.batch import Sample, collate
 from avgen.data.composite import CompositeDataModule
+from avgen.data.report import EVENT_KEY
 
 UNIHAGEN_SCENARIOS: tuple[str, ...] = ("s1", "s2", "s3")
 # Task names (Sample.task) matching ToyWorld's OmniSonic scenarios.
@@ -121,6 +122,11 @@ class UniHAGenMixer(Dataset):
         peak: peak limit of the mixture (the whole mix is scaled down above it); None disables.
         split: split name mixed into the seed (train/val/test/predict).
         max_draws: redraws allowed per source role before a clear error (filtered or unusable clips).
+        onscreen_speech_sources: dataset of talking-face speech clips (LRS3 in the paper) to draw
+            S2's on-screen speech from. Without it, S2 draws from the speech clips that have a video:
+            ``speech_sources.video_indices()`` when the dataset offers it (manifests do), so the draw
+            never lands on an audio-only clip however rare videos are (LRS3 : CommonVoice is about
+            33K : 1.67M); otherwise it redraws up to ``max_draws`` times.
     """
 
     def __init__(
@@ -137,6 +143,7 @@ class UniHAGenMixer(Dataset):
         peak: float | None = 0.95,
         split: str = "train",
         max_draws: int = 64,
+        onscreen_speech_sources: Optional[Dataset] = None,
     ) -> None:
         if stage not in STAGES:
             raise ValueError(f"UniHAGen: stage must be one of {STAGES}, got {stage!r}")
@@ -162,6 +169,20 @@ class UniHAGenMixer(Dataset):
         self._pattern = speech_keyword_pattern(self.keywords)
         self.seed, self.stage, self.peak, self.split = int(seed), stage, peak, split
         self.max_draws = int(max_draws)
+        self.onscreen_speech = onscreen_speech_sources
+        self._speech_with_video: list[int] | None = None
+        if onscreen_speech_sources is None and stage == "full" and "s2" in self.scenarios:
+            index = getattr(speech_sources, "video_indices", None)
+            if callable(index):
+                self._speech_with_video = list(index())
+                if not self._speech_with_video:
+                    raise ValueError(
+                        "UniHAGen: scenario s2 needs on-screen speech, but no speech clip has a video. Add a "
+                        "'video' column to the talking-face rows of the speech manifest, pass "
+                        "onscreen_speech (a datamodule of talking-face clips), or drop s2 from scenarios"
+                    )
+        elif onscreen_speech_sources is not None and len(onscreen_speech_sources) == 0:
+            raise ValueError("UniHAGen: the onscreen_speech dataset is empty")
         sizes = [len(speech_sources)] + ([len(environment_sources)] if environment_sources is not None else [])
         if min(sizes) == 0:
             raise ValueError(f"UniHAGen: empty source dataset (sizes {sizes})")
@@ -196,9 +217,17 @@ class UniHAGenMixer(Dataset):
     ) -> Sample:
         dataset = self.environment if kind == "environment" else self.speech
         assert dataset is not None
+        pool: Sequence[int] | None = None  # indices to draw from (None: all of ``dataset``)
+        if kind == "speech" and onscreen:
+            if self.onscreen_speech is not None:
+                dataset = self.onscreen_speech
+            elif self._speech_with_video is not None:
+                pool = self._speech_with_video
+        size = len(dataset) if pool is None else len(pool)
         reason, sid = "", ""
         for attempt in range(self.max_draws):
-            i = first % len(dataset) if (attempt == 0 and first is not None) else int(rng.integers(len(dataset)))
+            k = first % size if (attempt == 0 and first is not None) else int(rng.integers(size))
+            i = k if pool is None else pool[k]
             s = dataset[i]
             reason = self._reject(s, kind, onscreen)
             if reason is None and s.id in exclude:
@@ -302,6 +331,10 @@ class UniHAGenMixer(Dataset):
             "voice": speech_meta.get("voice", ""),
             "unihagen": info,
         }
+        sources = [visible] + [s for _, s in offscreen]
+        data_events = [e for s in sources for e in s.meta.get(EVENT_KEY, ())]
+        if data_events:  # problems found while loading the sources, for the data report
+            meta[EVENT_KEY] = data_events
         return Sample(
             id=f"unihagen_{self.split}_s{self.seed}_{int(index):06d}",
             sample_rate=sr,
@@ -350,6 +383,8 @@ class UniHAGenDataModule(CompositeDataModule):
         batch_size, num_workers, seed: loader settings and the mixing seed.
         scenarios, snr_db, speech_keywords, scenario_weights, stage, peak: see :class:`UniHAGenMixer`.
         train_size, val_size, test_size, predict_size: mixtures per split (None: the larger source split).
+        onscreen_speech: optional datamodule of talking-face speech clips for S2's on-screen role
+            (see ``onscreen_speech_sources`` of :class:`UniHAGenMixer`).
     """
 
     def __init__(
@@ -369,9 +404,10 @@ class UniHAGenDataModule(CompositeDataModule):
         val_size: Optional[int] = None,
         test_size: Optional[int] = None,
         predict_size: Optional[int] = None,
+        onscreen_speech: Optional[L.LightningDataModule] = None,
     ) -> None:
         super().__init__()
-        self.speech, self.environment = speech, environment
+        self.speech, self.environment, self.onscreen_speech = speech, environment, onscreen_speech
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.mixer_kwargs: dict[str, Any] = dict(
             scenarios=list(scenarios), snr_db=list(snr_db), speech_keywords=list(speech_keywords),
@@ -379,21 +415,23 @@ class UniHAGenDataModule(CompositeDataModule):
         )
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
         UniHAGenMixer(_Probe() if environment is not None else None, _Probe(), **self.mixer_kwargs)  # validates options early
-        self.save_hyperparameters(ignore=["speech", "environment"])
+        self.save_hyperparameters(ignore=["speech", "environment", "onscreen_speech"])
 
     def primary_source(self) -> L.LightningDataModule:
         return self.speech
 
     def sources(self) -> list[L.LightningDataModule]:
-        return [self.speech] + ([self.environment] if self.environment is not None else [])
+        return [self.speech] + [dm for dm in (self.environment, self.onscreen_speech) if dm is not None]
 
     def prepare_data(self) -> None:
         for dm in self.sources():
             dm.prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
-        if self.environment is not None:
-            self.check_same_media({"speech": self.speech, "environment": self.environment})
+        named = {"speech": self.speech, "environment": self.environment, "onscreen_speech": self.onscreen_speech}
+        named = {name: dm for name, dm in named.items() if dm is not None}
+        if len(named) > 1:
+            self.check_same_media(named)
         for dm in self.sources():
             if dm.trainer is None and self.trainer is not None:
                 dm.trainer = self.trainer
@@ -414,7 +452,11 @@ class UniHAGenDataModule(CompositeDataModule):
         env = self._dataset(self.environment, split, "environment") if self.environment is not None else None
         if speech is None or (self.environment is not None and env is None and self.mixer_kwargs["stage"] == "full"):
             return None
-        return UniHAGenMixer(env, speech, size=self.sizes[split], split=split, **self.mixer_kwargs)
+        onscreen = None
+        if self.onscreen_speech is not None:
+            onscreen = self._dataset(self.onscreen_speech, split, "onscreen_speech")
+        return UniHAGenMixer(env, speech, size=self.sizes[split], split=split, onscreen_speech_sources=onscreen,
+                             **self.mixer_kwargs)
 
     def _loader(self, split: str) -> DataLoader | list:
         dataset = self.dataset(split)
