@@ -85,12 +85,17 @@ def trainer(root: Path, **kwargs) -> L.Trainer:
     return L.Trainer(**options)
 
 
+class Hung(BaseException):
+    """Raised by :func:`time_limit`; a BaseException so that no ``except Exception`` swallows it."""
+
+
 @contextmanager
 def time_limit(seconds: int):
     """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
 
     def expire(signum, frame):  # noqa: ANN001
-        raise TimeoutError(f"still running after {seconds} s (an endless loop?)")
+        signal.alarm(1)  # if something swallows it anyway (logging's emit does), fire again
+        raise Hung(f"still running after {seconds} s (an endless loop?)")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.alarm(seconds)
