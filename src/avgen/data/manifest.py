@@ -287,7 +287,7 @@ class ManifestDataset(Dataset):
         except MediaError as e:
             if self.on_error == "raise":
                 raise self._fail(row, e) from e
-            self.setup_skips.append((row.line, row.id, str(e)))
+            self.setup_skips.append((row.line, row.id, f"{e.path}: {e.reason}"))
             log.warning("skipping %s line %d (id %r) [%d skipped so far]: %s", self.manifest, row.line, row.id,
                         len(self.setup_skips), e)
             return False
@@ -310,7 +310,7 @@ class ManifestDataset(Dataset):
         except MediaError as e:
             if self.on_error == "raise":
                 raise self._fail(row, e) from e
-            self.bad[index] = str(e)
+            self.bad[index] = f"{e.path}: {e.reason}"
             log.warning("skipping %s line %d (id %r) [%d rows failed while loading in this process]: %s",
                         self.manifest, row.line, row.id, len(self.bad), e)
             self._check_skip_budget()
