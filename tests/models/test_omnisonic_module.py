@@ -13,6 +13,7 @@ from avgen.conditioning.speech import SpeechTranscriptEncoder
 from avgen.conditioning.t5 import T5TextEncoder
 from avgen.data import ToyWorldDataModule
 from avgen.flow import sampling_times
+from avgen.models.omnisonic import OmniSonicSampling
 from avgen.models.omnisonic import CFG_PRESETS, CONDITIONS, GUIDANCE_BRANCHES, OmniSonic
 
 
@@ -97,10 +98,9 @@ def test_cfg_presets_are_a5_values_and_auto_follows_the_scenario(batch):
     anonymous = dataclasses.replace(batch, task=[""] * len(batch))
     assert model.sample_presets(anonymous) == expected
     assert model.sample_presets(batch, "s2") == ["s2"] * len(batch)
-    model._active_scales = [5.0, 0.5, 2.5]
-    guidance, branches = model.guidance(None)
+    guidance, branches = model.guidance(OmniSonicSampling(cfg_scales=[5.0, 0.5, 2.5]), batch)
     assert branches == list(GUIDANCE_BRANCHES) and guidance.scales == [5.0, 0.5, 2.5]
-    guidance, branches = model.guidance(1.0)
+    guidance, branches = model.guidance(OmniSonicSampling(cfg_scale=1.0), batch)
     assert branches == ["all"]
     with pytest.raises(ValueError, match="cfg_preset"):
         model.sample_presets(batch, "s9")
@@ -179,7 +179,17 @@ def test_gradients_reach_speech_encoder_and_durator_not_frozen_encoders(batch):
     assert all(p.grad is None for p in model.vision_encoder.parameters())
     assert set(model.frozen_module_names()) >= {"env_text_encoder", "vision_encoder", "codec"}
     assert "speech_encoder" not in model.frozen_module_names()
-    assert model.network.gate_weights.shape == (len(batch), 2, 3)
+    _, logs = model.velocity_and_logs(model.network, *training_inputs(model, batch))
+    assert set(logs) == {"gate_onscreen", "gate_offscreen", "gate_speech"}
+    assert abs(sum(float(v) for v in logs.values()) - 1.0) < 1e-5
+
+
+def training_inputs(model, batch):
+    """(x_t, t, conditions, latent_mask) of a conditional forward on the batch's own latents."""
+    x1, latent_mask = model.target_latents(batch)
+    conditions = model.make_conditions(model.network, model.encode_conditions(batch), batch,
+                                       latent_length=x1.shape[1], branch="conditional")
+    return 0.5 * x1, torch.full((len(batch),), 0.5), conditions, latent_mask
 
 
 def test_fixed_batch_overfit_reduces_the_loss(batch):
@@ -203,8 +213,13 @@ def test_gate_logits_override_is_per_call_and_restored(batch):
     base, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0)
     muted, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0,
                                        gate_logits_override={"speech": -30.0})
-    assert model.network.gate_logits_override is None
-    assert (model.network.gate_weights[..., 2] < 1e-6).all()
+    assert not hasattr(model.network, "gate_logits_override")  # a per-call option, never network state
+    encoded = model.encode_conditions(batch)
+    conditions = model.make_conditions(model.network, encoded, batch, latent_length=base.shape[1], branch="all",
+                                       options=OmniSonicSampling(gate_logits_override={"speech": -30.0}))
+    _, gates = model.network.predict_velocity(model.to_map(base), torch.rand(len(batch)), conditions,
+                                              return_gate_weights=True)
+    assert (gates[..., 2] < 1e-6).all()
     assert not torch.allclose(base, muted)
     again, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0)
     torch.testing.assert_close(base, again)
