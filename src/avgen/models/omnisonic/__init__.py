@@ -1,6 +1,13 @@
 """OmniSonic (TriAttn-DiT with MoE gating, multi-condition CFG): network and LightningModule."""
 
-from avgen.models.omnisonic.module import CFG_PRESETS, GUIDANCE_BRANCHES, SCENARIO_PRESETS, OmniSonic, OmniSonicEncoded
+from avgen.models.omnisonic.module import (
+    CFG_PRESETS,
+    EMPTY_CAPTION_MODES,
+    GUIDANCE_BRANCHES,
+    SCENARIO_PRESETS,
+    OmniSonic,
+    OmniSonicEncoded,
+)
 from avgen.models.omnisonic.network import (
     CONDITIONS,
     GATINGS,
@@ -13,6 +20,7 @@ from avgen.models.omnisonic.network import (
 __all__ = [
     "CFG_PRESETS",
     "CONDITIONS",
+    "EMPTY_CAPTION_MODES",
     "GATINGS",
     "GUIDANCE_BRANCHES",
     "SCENARIO_PRESETS",
