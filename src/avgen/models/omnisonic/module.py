@@ -47,8 +47,10 @@ from avgen.models.omnisonic.network import CONDITIONS, OmniSonicConditions
 from avgen.models.omnisonic.tasks import CFG_PRESETS, SCENARIO_PRESETS, OmniSonicGeneration, OmniSonicSampling
 from avgen.models.registry import create_network
 
-__all__ = ["CFG_PRESETS", "SCENARIO_PRESETS", "OmniSonic", "OmniSonicEncoded", "GUIDANCE_BRANCHES"]
+__all__ = ["EMPTY_CAPTION_MODES", "GUIDANCE_BRANCHES", "OmniSonic", "OmniSonicEncoded"]
 
+# What an empty environmental caption is: FLAN-T5("") (the paper) or the null token (see OmniSonic).
+EMPTY_CAPTION_MODES: tuple[str, ...] = ("encode", "null")
 # Branch order of MultiConditionGuidance: [all, c_1 only, ..., c_K only, none]; video kept in all.
 GUIDANCE_BRANCHES: tuple[str, ...] = ("all", *(f"{c}_only" for c in CONDITIONS), "none")
 
@@ -80,7 +82,15 @@ class OmniSonic(FlowMatchingModule):
         hidden_dim, depth, num_heads, patch_size, mlp_ratio, gating, gate_hidden_dim,
             timestep_scale, self_attention_rope: see :class:`OmniSonicNetwork` (paper: 1152, 28,
             16, 2, 4, "moe").
+        qk_norm: RMS QK-norm in every attention (see :class:`OmniSonicNetwork`; DiT has none).
         condition_dropout: per-sample drop probability of each of the four conditions (A.1: 0.1).
+        empty_caption: what an empty (or absent) on-/off-screen environmental caption means.
+            ``"encode"`` (default, the paper's reading): FLAN-T5's encoding of ``""`` is a present
+            condition (Fig. 2 feeds the placeholder ``""`` through the encoder; stage 1 keeps the
+            captions "empty strings", A.1); only CFG dropout and the Eq. 9 branches use the null
+            token, so in Eq. 9 the S1 off-screen and S2 on-screen terms (lambda = 0.5, A.5) are
+            V(x, T5(""), c_v) - V(x, null, c_v), not zero. ``"null"``: an empty caption is the null
+            token (avgen's earlier behaviour; those two terms are then exactly zero).
         cfg_preset: ``"auto"`` or a key of :data:`CFG_PRESETS`; cfg_scales: explicit
             {condition: lambda} (or a list in :data:`CONDITIONS` order) overriding the preset.
         cfg_scale: None (default) uses the per-condition scales; 1.0 disables guidance; another
@@ -107,7 +117,9 @@ class OmniSonic(FlowMatchingModule):
         gate_hidden_dim: int = 256,
         timestep_scale: float = 1000.0,
         self_attention_rope: bool = False,
+        qk_norm: bool = True,
         condition_dropout: float = 0.1,
+        empty_caption: str = "encode",
         cfg_preset: str = "auto",
         cfg_scales: dict[str, float] | list[float] | None = None,
         cfg_scale: float | None = None,
@@ -117,6 +129,8 @@ class OmniSonic(FlowMatchingModule):
     ):
         if not 0.0 <= condition_dropout <= 1.0:
             raise ValueError(f"condition_dropout must be a probability in [0, 1], got {condition_dropout}")
+        if empty_caption not in EMPTY_CAPTION_MODES:
+            raise ValueError(f"empty_caption must be one of {EMPTY_CAPTION_MODES}, got {empty_caption!r}")
         if cfg_preset != "auto" and cfg_preset not in CFG_PRESETS:
             raise ValueError(f"cfg_preset must be 'auto' or one of {sorted(CFG_PRESETS)}, got {cfg_preset!r}")
         map_channels = getattr(codec, "latent_map_channels", None)
@@ -129,6 +143,7 @@ class OmniSonic(FlowMatchingModule):
             env_dim=env_text_encoder.output_dim,
             speech_dim=speech_encoder.output_dim,
             visual_dim=vision_encoder.output_dim,
+            qk_norm=qk_norm,
             gating=gating,
             gate_hidden_dim=gate_hidden_dim,
             timestep_scale=timestep_scale,
@@ -139,6 +154,7 @@ class OmniSonic(FlowMatchingModule):
         self.speech_encoder = speech_encoder
         self.vision_encoder = vision_encoder
         self.condition_dropout = condition_dropout
+        self.empty_caption = empty_caption
         self.cfg_preset = cfg_preset
         self.cfg_scales = None if cfg_scales is None else self._scale_list(cfg_scales)
         self.semantic_fps = semantic_fps
@@ -186,18 +202,36 @@ class OmniSonic(FlowMatchingModule):
         return torch.zeros(len(batch), frames, self.vision_encoder.output_dim, device=self.device)
 
     def encode_conditions(self, batch: AVBatch) -> OmniSonicEncoded:
+        """Encode the four conditions once per batch and decide which count as present.
+
+        The batch schema flags a caption present only when its text is non-empty (``""`` and
+        ``None`` both give ``has_caption=False``), which is what FoleyGenEx and the other models
+        want. OmniSonic reads those flags as the *text* being empty and decides itself what an
+        empty environmental caption means (``empty_caption``), so the schema stays unchanged:
+        under ``"encode"`` both environmental captions are present for every sample (an empty one
+        is FLAN-T5's encoding of ``""``, Fig. 2 / A.1) and only dropout and the guidance branches
+        put the null token in; under ``"null"`` an empty caption is the null token. The transcript
+        always follows its flag (an empty transcript is null): speech is part of every UniHAGen
+        scenario and of stage 1, so the paper never feeds an empty one. The visual routing (Eq. 6)
+        follows the on-screen text being non-empty under both modes.
+        """
         visual = self._visual(batch)
         device = visual.device
         onscreen = self.env_text_encoder(list(batch.caption))
         offscreen = self.env_text_encoder(list(batch.offscreen_caption))
         speech = self.speech_encoder(list(batch.transcript))  # trainable: gradients flow in training
+        nonempty_onscreen = batch.has_caption.to(device)
+        if self.empty_caption == "encode":
+            everyone = torch.ones(len(batch), dtype=torch.bool, device=device)
+            captions = {"onscreen": everyone, "offscreen": everyone.clone()}
+        else:
+            captions = {"onscreen": nonempty_onscreen, "offscreen": batch.has_offscreen_caption.to(device)}
         present = {
-            "onscreen": batch.has_caption.to(device),
-            "offscreen": batch.has_offscreen_caption.to(device),
+            **captions,
             "speech": batch.has_transcript.to(device),
             "visual": batch.has_video.to(device),
         }
-        return OmniSonicEncoded(onscreen, offscreen, speech, visual, present, present["onscreen"].clone())
+        return OmniSonicEncoded(onscreen, offscreen, speech, visual, present, nonempty_onscreen.clone())
 
     def make_conditions(
         self,

@@ -284,6 +284,10 @@ class OmniSonicNetwork(nn.Module):
             features (paper: 1024, 768, 512).
         hidden_dim, depth, num_heads, patch_size, mlp_ratio: paper 1152, 28, 16, 2, 4 (DiT-XL;
             the head count is not given by the paper, DiT-XL uses 16).
+        qk_norm: per-head RMS norm of queries and keys in every self- and cross-attention
+            (default True, avgen's choice for training stability, as MMAudio / SD3). The paper does
+            not mention it and DiT, whose blocks the TriAttn-DiT extends, has none: ``False`` gives
+            DiT's plain scaled dot-product attention.
         gating: ``"moe"`` (Eq. 8), ``"sum"`` or ``"mean"`` (Table 3 "w/o MoE gating").
         gate_hidden_dim: hidden width of the gate MLP (paper: "lightweight"; not given).
         timestep_scale: t in [0, 1] is multiplied by this before the sinusoids (DiT trains on
