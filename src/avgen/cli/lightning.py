@@ -20,6 +20,7 @@ from avgen.cli.generate import generation_interface_for, model_class_from_args, 
 from avgen.conditioning.tiny import register_tiny_models
 from avgen.models.base import FlowMatchingModule
 from avgen.models.generation import GenerationInputs, GenerationInterface, SamplingOptions
+from avgen.training.checkpointing import find_last_checkpoint
 
 __all__ = ["AvgenCLI", "AvgenTrainer", "run_cli"]
 
@@ -93,12 +94,23 @@ class AvgenCLI(LightningCLI):
                                                  for f in dataclasses.fields(options_class)})
         return kwargs
 
+    def _checkpoint_roots(self, subcommand: str) -> list[str]:
+        """Where earlier runs of this config wrote checkpoints: ``<default_root_dir>/lightning_logs``
+        and every ``ModelCheckpoint`` ``dirpath`` of the config."""
+        trainer = self.config[subcommand].get("trainer") or {}
+        root = Path(trainer.get("default_root_dir") or ".")
+        return [str(root / "lightning_logs"), *_dirpaths(trainer.get("callbacks"))]
+
     def _parse_ckpt_path(self) -> None:
         """Refuse another paper's checkpoint before its hyper-parameters replace the config's model."""
         if not self.config.get("subcommand"):
             return
         subcommand = self.config.subcommand
         ckpt_path = self.config[subcommand].get("ckpt_path")
+        if ckpt_path == "last":  # the newest last.ckpt of earlier runs (Lightning looks in the new, empty run)
+            ckpt_path = str(find_last_checkpoint(self._checkpoint_roots(subcommand)))
+            sys.stderr.write(f"--ckpt_path last: resuming from {ckpt_path}\n")
+            self.config[subcommand].ckpt_path = ckpt_path
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         checkpoint = read_training_checkpoint(ckpt_path)
@@ -117,6 +129,18 @@ class AvgenCLI(LightningCLI):
         except SystemExit:
             sys.stderr.write(f"Parsing the hyper-parameters saved in {ckpt_path} failed (see above)\n")
             raise
+
+
+def _dirpaths(callbacks: Any) -> list[str]:
+    """``dirpath`` of every ModelCheckpoint among configured trainer callbacks."""
+    found = []
+    for callback in callbacks if isinstance(callbacks, list) else [callbacks] if callbacks else []:
+        class_path = str(getattr(callback, "class_path", "") or "")
+        init_args = getattr(callback, "init_args", None)
+        dirpath = init_args.get("dirpath") if init_args is not None else getattr(callback, "dirpath", None)
+        if ("ModelCheckpoint" in class_path or isinstance(callback, L.Callback)) and dirpath:
+            found.append(str(dirpath))
+    return found
 
 
 def run_cli(args: ArgsType = None, *, run: bool = True) -> AvgenCLI:

@@ -1,7 +1,11 @@
 """Training utilities shared by every paper: EMA, learning-rate schedules, callbacks."""
 
 from avgen.training.callbacks import GeneratedMediaLogger, OracleMetrics
+from avgen.training.checkpointing import AtomicCheckpointIO, ResumableCheckpoints, find_last_checkpoint
 from avgen.training.ema import EMANetwork
 from avgen.training.schedules import LinearWarmupLR, WarmupStepLR
 
-__all__ = ["EMANetwork", "GeneratedMediaLogger", "LinearWarmupLR", "OracleMetrics", "WarmupStepLR"]
+__all__ = [
+    "AtomicCheckpointIO", "EMANetwork", "GeneratedMediaLogger", "LinearWarmupLR", "OracleMetrics",
+    "ResumableCheckpoints", "WarmupStepLR", "find_last_checkpoint",
+]
