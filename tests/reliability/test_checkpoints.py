@@ -44,7 +44,7 @@ def fit(helpers, root: Path, data, module=None, max_steps: int = 6):
 def test_last_checkpoint_holds_the_final_step(helpers, data, tmp_path):
     trainer, last = fit(helpers, tmp_path, data)
     assert trainer.global_step == 6 and step_of(last) == 6  # ModelCheckpoint alone leaves step 4 here
-    assert not list((tmp_path / "ckpt").glob(".*partial"))
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["last.ckpt"]  # no last-v1, no partial file
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -110,5 +110,6 @@ def test_ckpt_path_last_resumes_the_newest_run(foleygenex_fit, tmp_path, caplog)
               "--ckpt_path=last", f"--trainer.max_steps={step_of(source_last) + 1}",
               "--trainer.val_check_interval=1000"])
     assert f"Restoring states from the checkpoint path at {resumed_from}" in caplog.text
+    assert [p.name for p in resumed_from.parent.glob("last*.ckpt")] == ["last.ckpt"]
     newest = max(tmp_path.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     assert newest != resumed_from and step_of(newest) == step_of(source_last) + 1

@@ -78,22 +78,29 @@ class ResumableCheckpoints(L.Callback):
 
     # -- where --------------------------------------------------------------------------------
     @staticmethod
-    def last_path(trainer: L.Trainer) -> Path | None:
-        """``<dirpath>/last.ckpt`` of the first ``ModelCheckpoint`` with ``save_last`` (None without one)."""
+    def owner(trainer: L.Trainer) -> ModelCheckpoint | None:
+        """The first ``ModelCheckpoint`` with ``save_last`` (its ``dirpath`` receives ``last.ckpt``)."""
         for callback in trainer.checkpoint_callbacks:
             if isinstance(callback, ModelCheckpoint) and callback.save_last and callback.dirpath:
-                return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+                return callback
         return None
 
+    @classmethod
+    def last_path(cls, trainer: L.Trainer) -> Path | None:
+        """``<dirpath>/last.ckpt`` of :meth:`owner` (None without one)."""
+        callback = cls.owner(trainer)
+        if callback is None:
+            return None
+        return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
+
     def save_last(self, trainer: L.Trainer, why: str) -> Path | None:
-        path = self.last_path(trainer)
-        if path is None or trainer.global_step == self._saved_step:
+        path, callback = self.last_path(trainer), self.owner(trainer)
+        if path is None or callback is None or trainer.global_step == self._saved_step:
             return path
         trainer.save_checkpoint(str(path))
         self._saved_step = trainer.global_step
-        for callback in trainer.checkpoint_callbacks:  # so ModelCheckpoint does not save the same step again
-            if isinstance(callback, ModelCheckpoint):
-                callback._last_global_step_saved = trainer.global_step
+        # ModelCheckpoint's own later saves of last.ckpt then overwrite this file instead of adding last-v1.ckpt.
+        callback.last_model_path = str(path)
         log.warning("%s: saved %s at step %d (resume with --ckpt_path last)", why, path, trainer.global_step)
         return path
 
