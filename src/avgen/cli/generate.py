@@ -27,22 +27,60 @@ __all__ = ["WavWriter", "generation_interface_for", "run_generate", "model_class
 
 
 class WavWriter(BasePredictionWriter):
-    """Writes each predicted sample to ``<output_dir>/<id>.wav`` (16-bit PCM, cropped to its length)."""
+    """Writes each predicted sample to ``<output_dir>/<id>.wav`` (16-bit PCM, cropped to its length).
 
-    def __init__(self, output_dir: str | Path):
+    A clip whose peak exceeds ``peak`` is scaled down as a whole to that peak (instead of being
+    hard-clipped at full scale, which distorts it); how many were scaled is reported. An existing
+    file is never replaced silently: without ``overwrite`` the clip goes to ``<id>-1.wav`` (``-2`` ...)
+    and the renamed files are reported.
+    """
+
+    def __init__(self, output_dir: str | Path, overwrite: bool = False, peak: float = 0.99):
         super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
+        if not 0.0 < peak <= 1.0:
+            raise ValueError(f"peak must be in (0, 1], got {peak}")
+        self.output_dir, self.overwrite, self.peak = Path(output_dir), bool(overwrite), float(peak)
         self.written: list[Path] = []
+        self.scaled: list[tuple[str, float]] = []  # (id, original peak)
+        self.renamed: list[Path] = []
+
+    def _path(self, sample_id: str) -> Path:
+        name = safe_name(sample_id)
+        path = self.output_dir / f"{name}.wav"
+        if (self.overwrite and path not in self.written) or not path.exists():
+            return path
+        n = 1
+        while (self.output_dir / f"{name}-{n}.wav").exists():
+            n += 1
+        self.renamed.append(self.output_dir / f"{name}-{n}.wav")
+        return self.renamed[-1]
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
         import soundfile as sf
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for sample_id, waveform, length in zip(prediction["ids"], prediction["waveforms"], prediction["lengths"]):
-            path = self.output_dir / f"{safe_name(sample_id)}.wav"
-            audio = waveform[: int(length)].float().clamp(-1, 1).cpu().numpy()
-            sf.write(str(path), audio, int(prediction["sample_rate"]), subtype="PCM_16")
+            audio = waveform[: int(length)].float().cpu()
+            top = float(audio.abs().max()) if audio.numel() else 0.0
+            if top > self.peak:
+                audio = audio * (self.peak / top)
+                self.scaled.append((str(sample_id), top))
+            path = self._path(sample_id)
+            sf.write(str(path), audio.clamp(-1, 1).numpy(), int(prediction["sample_rate"]), subtype="PCM_16")
             self.written.append(path)
+
+    def notes(self) -> list[str]:
+        """What was changed while writing, for the command's summary."""
+        lines = []
+        if self.scaled:
+            worst = max(p for _, p in self.scaled)
+            lines.append(f"{len(self.scaled)} of {len(self.written)} clips peaked above {self.peak:g} (up to "
+                         f"{worst:.2f}) and were scaled down to peak {self.peak:g} instead of clipping, e.g. "
+                         + ", ".join(i for i, _ in self.scaled[:3]))
+        if self.renamed:
+            lines.append(f"{len(self.renamed)} files already existed and were kept; the new clips went to "
+                         + ", ".join(p.name for p in self.renamed[:3]) + " (pass --overwrite to replace them)")
+        return lines
 
 
 def safe_name(sample_id: str) -> str:
@@ -165,6 +203,7 @@ def run_generate(
     output_dir: str,
     inputs: GenerationInputs,
     options: SamplingOptions,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Check the request against the paper's interface, build the loader, predict, write the wavs."""
     if ckpt_path is None:
@@ -207,7 +246,7 @@ def run_generate(
             datamodule.predict_duration = float(seconds)
         datamodule.setup("predict")
         loader = datamodule.predict_dataloader()
-    writer = WavWriter(output_dir)
+    writer = WavWriter(output_dir, overwrite=overwrite)
     trainer.callbacks.append(writer)
     try:
         trainer.predict(model, dataloaders=_requests(loader, prepare, options), ckpt_path=ckpt_path,
@@ -216,4 +255,6 @@ def run_generate(
         trainer.callbacks.remove(writer)
     if trainer.is_global_zero:
         print(f"avgen generate: wrote {len(writer.written)} wav files to {Path(output_dir).resolve()}")
+        for note in writer.notes():
+            print(f"avgen generate: {note}")
     return writer.written

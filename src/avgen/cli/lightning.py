@@ -42,6 +42,7 @@ class AvgenTrainer(L.Trainer):
         lyrics: Optional[str] = None,
         reference_audio: Optional[str] = None,
         options: Optional[SamplingOptions] = None,
+        overwrite: bool = False,
     ) -> list[Path]:
         """Write one <id>.wav per sample from a checkpoint (datamodule predict split, a manifest or one video).
 
@@ -58,11 +59,12 @@ class AvgenTrainer(L.Trainer):
             reference_audio: an audio file (loaded at the model's rate) that the paper's tasks use as
                 their reference (timbre, voice, the segment to continue, the audio to edit).
             options: the paper's sampling options (the flags listed under its options dataclass).
+            overwrite: replace existing ``<id>.wav`` files (default: keep them, write ``<id>-1.wav``).
         """
         inputs = GenerationInputs(manifest=manifest, video=video, caption=caption, offscreen_caption=offscreen_caption,
                                   transcript=transcript, lyrics=lyrics, reference_audio=reference_audio)
         options = options if options is not None else type(model).generation.options_class()
-        return run_generate(self, model, datamodule, ckpt_path, output_dir, inputs, options)
+        return run_generate(self, model, datamodule, ckpt_path, output_dir, inputs, options, overwrite=overwrite)
 
 
 class AvgenCLI(LightningCLI):
@@ -75,6 +77,18 @@ class AvgenCLI(LightningCLI):
     @staticmethod
     def subcommands() -> dict[str, set[str]]:
         return {**LightningCLI.subcommands(), "generate": {"model", "datamodule", "options"}}
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        if self.subcommand != "generate":
+            return super().instantiate_trainer(**kwargs)
+        # Generation writes wav files, it is not a run: no logger and no saved config, hence no
+        # lightning_logs/version_N folder per call.
+        kwargs.setdefault("logger", False)
+        saved, self.save_config_callback = self.save_config_callback, None
+        try:
+            return super().instantiate_trainer(**kwargs)
+        finally:
+            self.save_config_callback = saved
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

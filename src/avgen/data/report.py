@@ -284,7 +284,7 @@ class DataReportCallback(L.Callback):
         else:
             log.info("data report (%s): nothing skipped, padded, cut or ignored", stage)
         log_dir = getattr(trainer, "log_dir", None)
-        if log_dir:
+        if log_dir and stage != "predict":  # generation is not a run: no files beside the wavs
             path = Path(log_dir) / "data_report.json"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
