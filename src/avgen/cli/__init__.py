@@ -60,8 +60,20 @@ def run_cli(args=None, *, run: bool = True):
     return _run_cli(args, run=run)
 
 
+def quiet_third_party_notices() -> None:
+    """Silence start-up notices that are not about the user's run.
+
+    bitsandbytes (imported by transformers / diffusers integrations) warns on every start that its
+    CPU 4-bit GEMM kernel is missing; avgen never quantises to 4 bits.
+    """
+    import logging
+
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of the ``avgen`` console script; ``args`` replaces ``sys.argv[1:]`` (tests)."""
+    quiet_third_party_notices()
     argv = list(sys.argv[1:] if args is None else args)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())

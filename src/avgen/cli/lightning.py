@@ -21,6 +21,7 @@ from avgen.conditioning.tiny import register_tiny_models
 from avgen.models.base import FlowMatchingModule
 from avgen.models.generation import GenerationInputs, GenerationInterface, SamplingOptions
 from avgen.training.checkpointing import find_last_checkpoint
+from avgen.training.progress import LogProgress, is_terminal
 
 __all__ = ["AvgenCLI", "AvgenTrainer", "run_cli"]
 
@@ -79,16 +80,30 @@ class AvgenCLI(LightningCLI):
         return {**LightningCLI.subcommands(), "generate": {"model", "datamodule", "options"}}
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer_config = self._get(self.config_init, "trainer", default={}) or {}
+        if trainer_config.get("enable_progress_bar") in (None, True) and not is_terminal():
+            # Output to a file or pipe: a redrawn progress bar shows nothing there until the end.
+            kwargs.setdefault("enable_progress_bar", False)
+            steps = int(trainer_config.get("log_every_n_steps") or 50)
+            kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), LogProgress(every_n_steps=steps)]
         if self.subcommand != "generate":
-            return super().instantiate_trainer(**kwargs)
+            return self._with_callbacks(super().instantiate_trainer, kwargs)
         # Generation writes wav files, it is not a run: no logger and no saved config, hence no
         # lightning_logs/version_N folder per call.
         kwargs.setdefault("logger", False)
         saved, self.save_config_callback = self.save_config_callback, None
         try:
-            return super().instantiate_trainer(**kwargs)
+            return self._with_callbacks(super().instantiate_trainer, kwargs)
         finally:
             self.save_config_callback = saved
+
+    @staticmethod
+    def _with_callbacks(instantiate: Any, kwargs: dict[str, Any]) -> L.Trainer:
+        """Instantiate the trainer, appending ``kwargs["callbacks"]`` to the configured ones."""
+        extra = kwargs.pop("callbacks", [])
+        trainer = instantiate(**kwargs)
+        trainer.callbacks.extend(extra)
+        return trainer
 
     def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)

@@ -25,7 +25,9 @@ which never download anything.
 
 from __future__ import annotations
 
+import logging
 import os
+from contextlib import contextmanager
 from typing import Any
 
 import open_clip
@@ -97,7 +99,11 @@ def _create_open_clip(
             )
         source, tag = model_name, pretrained
 
-    with seeded_build(init_seed) as device:
+    # open_clip warns "No pretrained weights loaded ... initialized randomly" whenever create_model
+    # gets no weights tag: wrong for an architecture-only (meta) build and for avgen's seeded tiny
+    # models, which are random by design. Real models without weights still warn.
+    quiet = building_on_meta() or model_name.startswith("avgen-tiny")
+    with seeded_build(init_seed) as device, _without_random_init_notice(quiet):
         if device.type == "meta":
             # Architecture only: a hub/local source is replaced by the model_name config when that
             # is known, so counting parameters of a paper config never touches the network.
@@ -107,6 +113,25 @@ def _create_open_clip(
         else:
             model = open_clip.create_model(source, pretrained=tag, device=device, **kwargs)
     return model, tokenizer_name
+
+
+class _RandomInitNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextmanager
+def _without_random_init_notice(active: bool):
+    if not active:
+        yield
+        return
+    notice = _RandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        yield
+    finally:
+        root.removeFilter(notice)
 
 
 class CLIPVisionEncoder(FrozenEncoder):
