@@ -15,8 +15,9 @@ from avgen.data.report import DataReportCallback
 def test_fit_on_an_all_bad_split_stops_naming_the_rows(corpus, helpers, tmp_path):
     m = corpus.manifest("bad.jsonl", [{"id": f"nan{i}", "audio": f"nan{i}.wav"} for i in range(4)])
     dm = ManifestDataModule(train_manifest=str(m), batch_size=4, duration=0.5)  # default max_skip_fraction 0.1
-    with helpers.time_limit(60), pytest.raises(ValueError, match=r"1 of 4 rows could not be used, more than "
-                                               r"max_skip_fraction=0\.1 allows; first bad: line \d \(id 'nan\d'\): .*NaN.*raise max_skip_fraction"):
+    expected = (r"1 of 4 rows could not be used, more than max_skip_fraction=0\.1 allows; "
+                r"first bad: line \d \(id 'nan\d'\): .*NaN.*raise max_skip_fraction")
+    with helpers.time_limit(60), pytest.raises(ValueError, match=expected):
         helpers.trainer(tmp_path, max_steps=5).fit(helpers.Probe(), dm)  # used to loop on empty batches
     dm = ManifestDataModule(train_manifest=str(m), batch_size=4, duration=0.5, max_skip_fraction=1.0)
     with helpers.time_limit(60), pytest.raises(ValueError, match=r"none of the 4 rows could be loaded.*id 'nan\d'.*NaN"):

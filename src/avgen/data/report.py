@@ -127,8 +127,10 @@ def setup_events(datamodule: Any) -> list[tuple[str, str, str]]:
         if dm is None or id(dm) in seen:
             return
         seen.add(id(dm))
-        for ds in getattr(dm, "datasets", {}).values() if isinstance(getattr(dm, "datasets", None), dict) else ():
-            events.extend(getattr(ds, "setup_events", lambda: [])())
+        datasets = getattr(dm, "datasets", None)
+        for ds in datasets.values() if isinstance(datasets, dict) else ():
+            if callable(getattr(ds, "setup_events", None)):
+                events.extend(ds.setup_events())
         sources = getattr(dm, "sources", None)
         if callable(sources):
             for source in sources():
