@@ -279,13 +279,13 @@ class DataReportCallback(L.Callback):
 
     def _finish(self, trainer: L.Trainer, stage: str) -> None:
         report = self.gathered(trainer)
+        log_dir = trainer.log_dir  # a collective under DDP (broadcast from rank 0): every rank asks
         if not trainer.is_global_zero:
             return
         if report:
             log.warning("data report (%s): %s", stage, "; ".join(report.summary_lines(self.examples)))
         else:
             log.info("data report (%s): nothing skipped, padded, cut or ignored", stage)
-        log_dir = getattr(trainer, "log_dir", None)
         if log_dir and stage != "predict":  # generation is not a run: no files beside the wavs
             path = Path(log_dir) / "data_report.json"
             try:
