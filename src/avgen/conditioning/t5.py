@@ -19,7 +19,7 @@ a downstream cross-attention finite; whether the condition is *present* is decid
 presence flags (the network swaps in its null embedding), not by this encoder.
 
 Under ``with torch.device("meta")`` only the architecture is built, from the local config, the
-built-in table (``KNOWN_CONFIGS``: flan-t5-large and the tiny config) or the Hugging Face cache.
+built-in table (``KNOWN_CONFIGS``: flan-t5-large, flan-t5-base, t5-base and the tiny config) or the Hugging Face cache.
 """
 
 from __future__ import annotations
@@ -41,6 +41,18 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
     "google/flan-t5-large": dict(
         vocab_size=32128, d_model=1024, d_kv=64, d_ff=2816, num_layers=24, num_heads=16,
         relative_attention_num_buckets=32, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        dropout_rate=0.1, layer_norm_epsilon=1e-6,
+    ),
+    # google/flan-t5-base (AudioGen-Omni's caption encoder, §3.2 / Fig. 1): T5 v1.1 layout at 768-d.
+    "google/flan-t5-base": dict(
+        vocab_size=32128, d_model=768, d_kv=64, d_ff=2048, num_layers=12, num_heads=12,
+        relative_attention_num_buckets=32, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+        dropout_rate=0.1, layer_norm_epsilon=1e-6,
+    ),
+    # google-t5/t5-base (the original T5 the paper's §3.2 names): ReLU FFN of 3072, tied embeddings.
+    "google-t5/t5-base": dict(
+        vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
+        relative_attention_num_buckets=32, feed_forward_proj="relu", tie_word_embeddings=True,
         dropout_rate=0.1, layer_norm_epsilon=1e-6,
     ),
     TINY_T5: dict(
