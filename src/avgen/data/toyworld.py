@@ -22,6 +22,7 @@ function of time so any frame rate works:
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -350,6 +351,7 @@ class ToyWorld:
         seed: int = 0,
         always_reference: bool = False,
         reference_seconds: float = 1.0,
+        min_duration: float | None = None,
     ) -> None:
         if duration < 0.5:
             raise ValueError(f"ToyWorld needs duration >= 0.5 s to place events, got {duration}")
@@ -372,6 +374,18 @@ class ToyWorld:
         if reference_seconds < 0.5:
             raise ValueError(f"reference_seconds must be >= 0.5 s (room for one event), got {reference_seconds}")
         self.reference_seconds = float(reference_seconds)
+        # Variable-length clips (AudioGen-Omni §3.3): each sample lasts a seeded draw in
+        # [min_duration, duration] (10 ms grid); None keeps every clip at ``duration``.
+        if min_duration is not None and not 0.5 <= min_duration <= duration:
+            raise ValueError(f"min_duration must be in [0.5, duration={duration}] s, got {min_duration}")
+        self.min_duration = None if min_duration is None else float(min_duration)
+
+    def clip_duration(self, index: int, split: str = "train") -> float:
+        """Length of sample ``index`` in seconds (its own random stream, so it changes nothing else)."""
+        if self.min_duration is None or self.min_duration == self.duration:
+            return self.duration
+        u = float(self._rng(split, index, stream=3).uniform(self.min_duration, self.duration))
+        return round(min(max(round(u, 2), self.min_duration), self.duration), 6)
 
     @property
     def num_samples(self) -> int:
@@ -408,11 +422,13 @@ class ToyWorld:
             t += rng.uniform(lo, hi)
         return EnvSource(cls, onsets, adverbs, onscreen, int(rng.integers(2**31)))
 
-    def _voice(self, rng, *, onscreen, voice=None, sing=False, duration=None) -> VoiceSource:
+    def _voice(self, rng, *, onscreen, voice=None, sing=False, duration=None, words=None) -> VoiceSource:
         duration = self.duration if duration is None else duration
         voice = int(rng.integers(len(VOICES))) if voice is None else voice
         seed = int(rng.integers(2**31))
         candidates = [VOCABULARY[i] for i in rng.permutation(len(VOCABULARY))[: int(rng.integers(2, 5))]]
+        if words is not None:  # the given lyrics / transcript (same draws as before, so nothing else moves)
+            candidates = list(words)
         t = rng.uniform(0.05, 0.25)
         words, starts, ends, notes = [], [], [], []
         scale = (0, 2, 4, 7, 9, 12)  # pentatonic semitones above the voice's f0
@@ -445,8 +461,14 @@ class ToyWorld:
         cls: int | None = None,
         adverbs: dict[str, str] | None = None,
         motion: str | None = None,
+        lyrics: str | None = None,
     ) -> Scene:
-        """Draw the scene of sample ``index``. Keyword overrides pin choices (tests, demos)."""
+        """Draw the scene of sample ``index``. Keyword overrides pin choices (tests, demos).
+
+        ``lyrics``: the words the voice sings (``song``: any alphabetic words, each a pitched
+        syllable run on a pentatonic note) or says (speech scenarios: words of ``VOCABULARY``);
+        words that do not fit the clip are dropped, as drawn words are.
+        """
         rng = self._rng(split, index)
         if self.scenarios is not None:
             drawn = self.scenarios[int(rng.integers(len(self.scenarios)))]
@@ -456,17 +478,28 @@ class ToyWorld:
         scenario = scenario or drawn
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
-        sc = Scene(scenario=scenario, duration=self.duration)
+        sc = Scene(scenario=scenario, duration=self.clip_duration(index, split))
         sc.motion = motion or MOTIONS[int(rng.integers(len(MOTIONS)))]
         env_on = scenario in ("vta", "tta", "omnisonic_s1", "omnisonic_s3", "joint_av")
         face = scenario in ("omnisonic_s2", "speech", "song", "joint_av")
         if env_on:
-            sc.env = self._env(rng, onscreen=scenario != "tta", cls=cls, adverbs=adverbs)
+            sc.env = self._env(rng, onscreen=scenario != "tta", cls=cls, adverbs=adverbs, duration=sc.duration)
         if scenario in ("omnisonic_s2", "omnisonic_s3"):
             exclude = (sc.env.cls,) if sc.env is not None else ()
-            sc.offscreen_env = self._env(rng, onscreen=False, exclude=exclude, adverbs=None if env_on else adverbs)
+            sc.offscreen_env = self._env(rng, onscreen=False, exclude=exclude, adverbs=None if env_on else adverbs,
+                                         duration=sc.duration)
         if scenario != "vta" and scenario != "tta":
-            sc.voice = self._voice(rng, onscreen=face, sing=scenario == "song")
+            words = None
+            if lyrics is not None:
+                words = [w for w in re.sub(r"[^a-z ]", " ", lyrics.lower()).split()]
+                unknown = [w for w in words if w not in VOCABULARY]
+                if scenario != "song" and unknown:
+                    raise ValueError(f"ToyWorld speaks only {VOCABULARY}; {unknown} cannot be spoken (songs sing any word)")
+                if not words:
+                    raise ValueError(f"lyrics {lyrics!r} have no alphabetic word to sing")
+            sc.voice = self._voice(rng, onscreen=face, sing=scenario == "song", duration=sc.duration, words=words)
+        elif lyrics is not None:
+            raise ValueError(f"lyrics were given but scenario {scenario!r} has no voice; use 'song' or a speech scenario")
         sc.has_video = scenario != "tta"
         sc.show_face = face
         sc.face_x = 0.27 if (face and env_on) else float(rng.uniform(0.4, 0.6))
@@ -513,7 +546,7 @@ class ToyWorld:
 
     def tracks(self, sc: Scene, num_samples: int | None = None) -> dict[str, np.ndarray]:
         """Per-source waveforms (before mixing): keys "env", "offscreen_env", "voice"."""
-        n = self.num_samples if num_samples is None else num_samples
+        n = int(round(sc.duration * self.sample_rate)) if num_samples is None else num_samples
         out = {}
         if sc.env is not None:
             out["env"] = render_env(sc.env, n, self.sample_rate)
@@ -613,7 +646,7 @@ class ToyWorld:
             reference_audio=None if ref is None else torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32)),
             task=sc.scenario,
             seconds_start=0.0,
-            seconds_total=self.duration,
+            seconds_total=sc.duration,
             meta={**self.meta(sc), **self.task_inputs(sc, split, index)},
             **sc.captions,
         )
@@ -677,6 +710,7 @@ class ToyWorldDataModule(L.LightningDataModule):
         transform: Optional[Callable[[Sample], Sample]] = None,
         transform_splits: list[str] = ["train"],  # noqa: B006 (jsonargparse needs the literal default)
         predict_duration: Optional[float] = None,
+        min_duration: Optional[float] = None,
     ) -> None:
         super().__init__()
         unknown = set(transform_splits) - set(SPLITS)
@@ -688,7 +722,7 @@ class ToyWorldDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
         self.world = ToyWorld(duration, sample_rate, semantic_fps, sync_fps, semantic_size, sync_size,
-                              scenarios, speech, seed, always_reference, reference_seconds)
+                              scenarios, speech, seed, always_reference, reference_seconds, min_duration)
         self.sample_rate = int(sample_rate)
         self.duration = float(duration)
 
