@@ -85,3 +85,17 @@ def test_rope_3d_split_and_angles():
         for p, band in ((f, dt), (r, dh), (c, dw)):
             expected += [p * 10000.0 ** (-2 * j / band) for j in range(band // 2)]
         torch.testing.assert_close(angles[index], torch.tensor(expected, dtype=torch.float32))
+
+
+def test_positions_at_rate_depend_on_time_not_on_clip_length():
+    from avgen.nn import positions_at_rate
+
+    # 8 fps CLIP frames on a 43.066 Hz latent timeline: frame i at i * 43.066 / 8 whatever the clip length
+    short, long = positions_at_rate(8, 8.0, 43.066), positions_at_rate(80, 8.0, 43.066)
+    torch.testing.assert_close(long[:8], short)
+    assert long[8].item() == pytest.approx(43.066)  # one second later = 43.066 latent frames later
+    # equals MMAudio's length-based rescaling only when the lengths match the rates exactly
+    torch.testing.assert_close(positions_at_rate(64, 8.0, 31.25), rescaled_positions(64, 250))
+    assert not torch.allclose(positions_at_rate(8, 8.0, 43.066), rescaled_positions(8, 44))
+    with pytest.raises(ValueError, match="rates must be > 0"):
+        positions_at_rate(4, 0.0, 1.0)

@@ -33,6 +33,7 @@ from avgen.nn.modulation import AdaLNZero, FinalLayer, modulate, upsample_to_len
 from avgen.nn.rope import (
     apply_rope,
     apply_rope_to_segment,
+    positions_at_rate,
     rescaled_positions,
     rope_3d_angles,
     rope_3d_split,
@@ -63,6 +64,7 @@ __all__ = [
     "masked_fill_padding",
     "mmaudio_hidden_dim",
     "modulate",
+    "positions_at_rate",
     "rescaled_positions",
     "rope_3d_angles",
     "rope_3d_split",
