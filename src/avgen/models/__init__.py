@@ -3,8 +3,9 @@
 :class:`FlowMatchingModule` is the shared training recipe; every paper subclasses it.
 """
 
+from avgen.models.audiogen_omni import AudioGenOmni
 from avgen.models.base import FlowMatchingModule
 from avgen.models.foleygenex import FoleyGenEx
 from avgen.models.omnisonic import OmniSonic
 
-__all__ = ["FlowMatchingModule", "FoleyGenEx", "OmniSonic"]
+__all__ = ["AudioGenOmni", "FlowMatchingModule", "FoleyGenEx", "OmniSonic"]
