@@ -14,3 +14,24 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+# ---------------------------------------------------------------------------------- trained checkpoints
+# One tiny trained checkpoint per paper for the whole session: the CLI, task and comparison tests share
+# it instead of each training their own.
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: cli_support, toy_paper
+from cli_support import FOLEYGENEX_FAST, FOLEYGENEX_TINY, last_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def foleygenex_fit(tmp_path_factory) -> tuple[Path, Path]:
+    """(run root, last.ckpt) of the tiny FoleyGenEx config trained 30 steps, validated at 15 and 30."""
+    from avgen.cli import main
+
+    root = tmp_path_factory.mktemp("foleygenex_fit")
+    main(["fit", "--config", FOLEYGENEX_TINY, *FOLEYGENEX_FAST, f"--trainer.default_root_dir={root}",
+          "--trainer.max_steps=30", "--trainer.val_check_interval=15"])
+    return root, last_checkpoint(root)

@@ -15,39 +15,14 @@ import torch
 
 from avgen.cli import main, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
-TINY = str(REPO / "configs" / "foleygenex" / "tiny.yaml")
-# Shrink the tiny config further for tests: small splits, 1 s clips, short validation sampling.
-# The data is a BalancedDataModule over two ToyWorlds (VTA first, TTA second).
-FAST = [
-    "--data.init_args.batch_size=4",
-    "--data.init_args.first.init_args.train_size=8",
-    "--data.init_args.second.init_args.train_size=8",
-    "--data.init_args.first.init_args.val_size=4",
-    "--data.init_args.first.init_args.test_size=4",
-    "--data.init_args.first.init_args.predict_size=2",
-    "--data.init_args.first.init_args.duration=1.0",
-    "--data.init_args.second.init_args.duration=1.0",
-    "--model.init_args.duration=1.0",
-    "--model.init_args.num_val_sampling_steps=2",
-    "--model.init_args.num_val_log_samples=1",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-]
-
-
-def last_checkpoint(root: Path) -> Path:
-    candidates = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    assert candidates, f"no last.ckpt under {root}"
-    return candidates[-1]
+from cli_support import FOLEYGENEX_FAST as FAST
+from cli_support import FOLEYGENEX_TINY as TINY
+from cli_support import last_checkpoint
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("fit")
-    main(["fit", "--config", TINY, *FAST, f"--trainer.default_root_dir={root}", "--trainer.max_steps=30",
-          "--trainer.val_check_interval=15"])
-    return root, last_checkpoint(root)
+def fitted(foleygenex_fit) -> tuple[Path, Path]:
+    return foleygenex_fit  # the session's tiny FoleyGenEx run (tests/conftest.py)
 
 
 def test_help_lists_every_subcommand(capsys):

@@ -33,7 +33,6 @@ FAST = [
     f"--data.init_args.second.init_args.duration={WINDOW}",
     f"--model.init_args.duration={WINDOW}",
     "--model.init_args.num_val_sampling_steps=2",
-    "--model.init_args.num_val_log_samples=0",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]
@@ -41,12 +40,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("fit")
-    main(["fit", "--config", TINY, *FAST, f"--trainer.default_root_dir={root}", "--trainer.max_steps=30",
-          "--trainer.val_check_interval=30"])
-    ckpt = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))[-1]
-    return root, ckpt
+def trained(foleygenex_fit) -> tuple[Path, Path]:
+    return foleygenex_fit  # the session's tiny FoleyGenEx run (tests/conftest.py), trained on 1 s clips
 
 
 def generate(trained, out: Path, *args: str) -> dict[str, np.ndarray]:

@@ -22,7 +22,6 @@ FAST = [
     "--data.init_args.duration=1.0",
     "--model.init_args.duration=1.0",
     "--model.init_args.num_val_sampling_steps=2",
-    "--model.init_args.num_val_log_samples=1",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]

@@ -2,8 +2,11 @@
 
 import os
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from scipy.signal import get_window
 from diffusers import AutoencoderKL
 from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
@@ -54,7 +57,8 @@ def test_layout_rates_and_round_trip_shapes(audioldm_dir):
 
 
 def test_encode_is_the_scaled_vae_mode_of_the_log_mel_image(audioldm_dir):
-    codec = _codec(audioldm_dir)
+    # avgen's earlier front end, kept as options: no normalisation, MelCodec's framing
+    codec = _codec(audioldm_dir, peak_normalize=None, frame_alignment="melcodec")
     x = 0.1 * torch.randn(1, 300)
     # direct transcription: zero-pad to a latent-frame multiple (300 -> 320 = 5 x 64), STFT with (n_fft-hop)/2 reflect padding,
     # Hann window, magnitude, Slaney mel, log(clamp(., 1e-5)), image (B, 1, frames, mels)
@@ -115,3 +119,67 @@ def test_paper_codec_builds_on_meta_with_the_paper_layout():
     num = codec.num_latents(int(10.24 * 16000))  # 10.24 s -> 1024 mel frames -> 256 latent frames
     assert num == 256
     assert codec.to_latent_map(torch.zeros(1, num, codec.latent_channels)).shape == (1, 8, 256, 16)
+
+
+def audioldm_log_mel(wav: np.ndarray, target_frames: int) -> torch.Tensor:
+    """AudioLDM's ``wav_to_fbank`` after loading (``audioldm/audio/tools.py`` + ``stft.py``), transcribed:
+    normalize_wav -> pad_wav -> clip -> TacotronSTFT.mel_spectrogram -> _pad_spec. -> (frames, n_mels)."""
+    wav = wav - np.mean(wav)  # normalize_wav
+    wav = wav / (np.max(np.abs(wav)) + 1e-8) * 0.5
+    segment = np.zeros((1, target_frames * HOP))  # pad_wav
+    segment[:, : wav.shape[-1]] = wav
+    y = torch.clip(torch.FloatTensor(segment[0]).unsqueeze(0), -1, 1)  # get_mel_from_wav
+    fourier = np.fft.fft(np.eye(N_FFT))  # STFT.__init__: windowed Fourier basis
+    cutoff = N_FFT // 2 + 1
+    basis = np.vstack([np.real(fourier[:cutoff, :]), np.imag(fourier[:cutoff, :])])[:, None, :]
+    forward_basis = torch.FloatTensor(basis) * torch.from_numpy(get_window("hann", N_FFT, fftbins=True)).float()
+    x = F.pad(y.view(1, 1, -1).unsqueeze(1), (N_FFT // 2, N_FFT // 2, 0, 0), mode="reflect").squeeze(1)
+    out = F.conv1d(x, forward_basis, stride=HOP)  # STFT.transform
+    magnitude = torch.sqrt(out[:, :cutoff] ** 2 + out[:, cutoff:] ** 2)
+    mel = torch.matmul(mel_filterbank(SR, N_FFT, N_MELS, 0.0, SR / 2), magnitude)
+    fbank = torch.log(torch.clamp(mel, min=1e-5))[0].T  # dynamic_range_compression, (frames + 1, n_mels)
+    return fbank[:target_frames]  # _pad_spec crops the extra frame
+
+
+def test_default_front_end_equals_audioldm_preprocessing_on_a_peaking_clip(audioldm_dir):
+    codec = _codec(audioldm_dir)
+    assert codec.peak_normalize == 0.5 and codec.frame_alignment == "audioldm"
+    gen = torch.Generator().manual_seed(3)
+    t = torch.arange(600) / SR
+    clip = 0.05 + 0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.1 * torch.randn(600, generator=gen)
+    clip = clip / clip.abs().max() * 0.9  # peaks at 0.9, with a DC offset
+    frames = codec.num_latents(600) * 4
+    expected = audioldm_log_mel(clip.double().numpy(), frames)
+    mel = codec.log_mel(clip[None])[0]
+    assert mel.shape == expected.shape == (frames, N_MELS)
+    torch.testing.assert_close(mel, expected, atol=2e-4, rtol=1e-4)
+    # the VAE sees AudioLDM's image
+    vae = AutoencoderKL.from_pretrained(audioldm_dir, subfolder="vae").eval()
+    z_map = vae.encode(expected[None, None]).latent_dist.mode() * SCALE
+    torch.testing.assert_close(codec.encode(clip[None]), codec.from_latent_map(z_map), atol=1e-4, rtol=1e-4)
+    # what each option changes: normalisation lowers a 0.9 peak's log-mel by about log(0.9 / 0.5);
+    # MelCodec framing moves the frames half a hop, so the images differ
+    raw = _codec(audioldm_dir, peak_normalize=None).log_mel(clip[None])[0]
+    shift = (raw - mel)[mel > -6].median().item()
+    assert abs(shift - np.log(0.9 / 0.5)) < 0.05, shift
+    half_hop = _codec(audioldm_dir, frame_alignment="melcodec").log_mel(clip[None])[0]
+    assert (half_hop - mel).abs().max() > 0.1
+
+
+def test_normalisation_uses_valid_samples_only_and_keeps_padding_zero(audioldm_dir):
+    codec = _codec(audioldm_dir)
+    clip = 0.2 + 0.7 * torch.sin(torch.linspace(0, 20, 400))
+    padded = F.pad(clip, (0, 200))[None]
+    out = codec.normalize_waveform(padded, torch.tensor([400]))
+    torch.testing.assert_close(out[0, :400], codec.normalize_waveform(clip[None])[0])
+    assert (out[0, 400:] == 0).all()
+    assert abs(out[0, :400].abs().max().item() - 0.5) < 1e-6 and abs(out[0, :400].mean().item()) < 1e-6
+    # encode passes the lengths on: the image is that of the normalised clip followed by zeros
+    expected = _codec(audioldm_dir, peak_normalize=None).log_mel(F.pad(codec.normalize_waveform(clip[None]), (0, 200)))
+    torch.testing.assert_close(codec.log_mel(padded, torch.tensor([400])), expected)
+    vae = AutoencoderKL.from_pretrained(audioldm_dir, subfolder="vae").eval()
+    z_map = vae.encode(expected[:, None]).latent_dist.mode() * SCALE
+    torch.testing.assert_close(codec.encode(padded, torch.tensor([400])), codec.from_latent_map(z_map), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(codec.encode(padded), codec.encode(padded, torch.tensor([400])), atol=1e-3)
+    with pytest.raises(ValueError, match="frame_alignment"):
+        _codec(audioldm_dir, frame_alignment="centre")

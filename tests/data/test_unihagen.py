@@ -183,3 +183,59 @@ def test_datamodule_over_toyworld_sources():
     mismatched = ToyWorldDataModule(scenarios=["vta"], **{**common, "duration": 1.0})
     with pytest.raises(ValueError, match="duration"):
         UniHAGenDataModule(speech, mismatched).setup("fit")
+
+
+def test_speech_category_filter_per_draw_by_label_or_caption():
+    from avgen.data.unihagen import DEFAULT_SPEECH_CATEGORIES, source_label
+
+    assert "male speech, man speaking" in DEFAULT_SPEECH_CATEGORIES and "people whispering" in DEFAULT_SPEECH_CATEGORIES
+    assert source_label({"label": "", "class_name": "dog barking"}) == "dog barking"
+    env = [_env(i) for i in range(5)]
+    env[0].meta["label"] = "People  Whispering"  # label field, any case / spacing
+    env[2].caption = "the sound of female speech, woman speaking"  # caption carries the class name
+    env[3].meta["class_name"] = "people crowded"  # not a category: whole phrases only
+    mixer = _mixer(env=ListDataset(env), snr_db=(0, 10))
+    assert mixer.environment_pool is None  # no rows: filtered per draw
+    used = set()
+    for i in range(30):
+        info = mixer[i].meta["unihagen"]
+        used |= {o["id"] for o in info["offscreen"] if o["kind"] == "environment"}
+        if info["onscreen"]["kind"] == "environment":
+            used.add(info["onscreen"]["id"])
+    assert used == {"env1", "env3", "env4"}
+    assert mixer.filter_counts["speech_category"] > 0 and mixer.filter_counts["speech_keyword"] == 0
+    unfiltered = _mixer(env=ListDataset(env), speech_categories=())
+    assert any(unfiltered[i].meta["unihagen"]["onscreen"]["id"] in {"env0", "env2"} for i in range(30))
+    with pytest.raises(RuntimeError, match="speech_categories"):
+        _mixer(("s1",), env=ListDataset([env[0]]))[0]
+
+
+def test_speech_filters_screen_manifest_rows_once_counted_and_logged(tmp_path, caplog):
+    import json
+    import logging
+
+    import soundfile as sf
+
+    from avgen.data.manifest import ManifestDataset
+
+    sr, n = 16000, 1600
+    rows = [("a dog barks", {"label": "dog barking"}), ("", {"label": "male speech, man speaking"}),
+            ("a man says hello", {"label": "people eating"}), ("rain on a roof", {}),
+            ("the sound of people babbling", {}), ("an engine idles", {"label": "engine idling"})]
+    with open(tmp_path / "env.jsonl", "w") as f:
+        for i, (caption, meta) in enumerate(rows):
+            sf.write(tmp_path / f"e{i}.wav", (0.2 + 0.02 * i) * np.sin(2 * np.pi * (300 + 50 * i) * np.arange(n) / sr), sr)
+            f.write(json.dumps({"id": f"e{i}", "audio": f"e{i}.wav", "caption": caption, "meta": meta}) + "\n")
+    env = ManifestDataset(tmp_path / "env.jsonl", duration=0.1, sample_rate=sr)
+    speech = ListDataset([Sample(id=f"spk{i}", sample_rate=sr, audio=0.5 * torch.sin(torch.arange(n) * (0.2 + i / 50)),
+                                 video_semantic=torch.zeros(2, 3, 4, 4), transcript=f"hello {i}") for i in range(2)])
+    with caplog.at_level(logging.INFO, logger="avgen.data.unihagen"):
+        mixer = UniHAGenMixer(env, speech, scenarios=("s2",), size=12)
+    assert mixer.environment_pool == [0, 3, 5]
+    assert mixer.filter_counts == {"speech_category": 2, "speech_keyword": 1}
+    assert "keeps 3 of 6 clips (2 speech categories, 1 speech keywords excluded)" in caplog.text
+    used = {mixer[i].meta["unihagen"]["offscreen"][0]["id"] for i in range(12)}
+    assert used <= {"e0", "e3", "e5"} and len(used) > 1
+    with pytest.raises(ValueError, match="every one of the 6 environmental clips"):
+        UniHAGenMixer(env, speech, scenarios=("s2",), speech_categories=["dog barking", "engine idling", "people babbling", "male speech, man speaking"],
+                      speech_keywords=["rain", "say"])

@@ -11,7 +11,8 @@ from avgen.codecs.mel import MelCodec
 from avgen.conditioning import CLIPTextEncoder, CLIPVisionEncoder, SyncEncoder, tiny_sync_kwargs
 from avgen.data.batch import Sample, collate, length_mask
 from avgen.flow import sampling_times
-from avgen.models.base import CheckpointMismatchError, LinearWarmupLR
+from avgen.models.base import CheckpointMismatchError
+from avgen.training import LinearWarmupLR
 from avgen.models.foleygenex import FoleyGenEx
 
 

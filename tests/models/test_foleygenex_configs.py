@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from avgen.models.base import WarmupStepLR
+from avgen.training import WarmupStepLR
 
 PAPER = Path(__file__).resolve().parents[2] / "configs" / "foleygenex" / "paper.yaml"
 

@@ -115,12 +115,12 @@ def test_ac_vta_noise_summation_on_and_off_differ(model):
 
 
 def test_predict_step_reads_the_task_options(model):
+    from avgen.models import GenerationRequest
+    from avgen.models.foleygenex import FoleyGenExSampling
+
     batch = task_batch(model)
-    model.predict_options = {"task": "tta", "num_steps": 2, "seed": 3, "cfg_scale": None}
-    try:
-        out = model.predict_step(batch, 0)
-    finally:
-        model.predict_options = {}
+    out = model.predict_step(GenerationRequest(batch, FoleyGenExSampling(task="tta", num_steps=2, seed=3)), 0)
+    assert not hasattr(model, "predict_options")  # options travel with the batch, nothing is parked on the model
     expected, _ = model.generate_task(batch, "tta", num_steps=2, seed=3)
     torch.testing.assert_close(out["waveforms"], expected)
     with pytest.raises(ValueError, match="unknown task"):

@@ -13,6 +13,7 @@ from avgen.conditioning.speech import SpeechTranscriptEncoder
 from avgen.conditioning.t5 import T5TextEncoder
 from avgen.data import ToyWorldDataModule
 from avgen.flow import sampling_times
+from avgen.models.omnisonic import OmniSonicSampling
 from avgen.models.omnisonic import CFG_PRESETS, CONDITIONS, GUIDANCE_BRANCHES, OmniSonic
 
 
@@ -97,10 +98,9 @@ def test_cfg_presets_are_a5_values_and_auto_follows_the_scenario(batch):
     anonymous = dataclasses.replace(batch, task=[""] * len(batch))
     assert model.sample_presets(anonymous) == expected
     assert model.sample_presets(batch, "s2") == ["s2"] * len(batch)
-    model._active_scales = [5.0, 0.5, 2.5]
-    guidance, branches = model.guidance(None)
+    guidance, branches = model.guidance(OmniSonicSampling(cfg_scales=[5.0, 0.5, 2.5]), batch)
     assert branches == list(GUIDANCE_BRANCHES) and guidance.scales == [5.0, 0.5, 2.5]
-    guidance, branches = model.guidance(1.0)
+    guidance, branches = model.guidance(OmniSonicSampling(cfg_scale=1.0), batch)
     assert branches == ["all"]
     with pytest.raises(ValueError, match="cfg_preset"):
         model.sample_presets(batch, "s9")
@@ -179,7 +179,17 @@ def test_gradients_reach_speech_encoder_and_durator_not_frozen_encoders(batch):
     assert all(p.grad is None for p in model.vision_encoder.parameters())
     assert set(model.frozen_module_names()) >= {"env_text_encoder", "vision_encoder", "codec"}
     assert "speech_encoder" not in model.frozen_module_names()
-    assert model.network.gate_weights.shape == (len(batch), 2, 3)
+    _, logs = model.velocity_and_logs(model.network, *training_inputs(model, batch))
+    assert set(logs) == {"gate_onscreen", "gate_offscreen", "gate_speech"}
+    assert abs(sum(float(v) for v in logs.values()) - 1.0) < 1e-5
+
+
+def training_inputs(model, batch):
+    """(x_t, t, conditions, latent_mask) of a conditional forward on the batch's own latents."""
+    x1, latent_mask = model.target_latents(batch)
+    conditions = model.make_conditions(model.network, model.encode_conditions(batch), batch,
+                                       latent_length=x1.shape[1], branch="conditional")
+    return 0.5 * x1, torch.full((len(batch),), 0.5), conditions, latent_mask
 
 
 def test_fixed_batch_overfit_reduces_the_loss(batch):
@@ -203,8 +213,86 @@ def test_gate_logits_override_is_per_call_and_restored(batch):
     base, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0)
     muted, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0,
                                        gate_logits_override={"speech": -30.0})
-    assert model.network.gate_logits_override is None
-    assert (model.network.gate_weights[..., 2] < 1e-6).all()
+    assert not hasattr(model.network, "gate_logits_override")  # a per-call option, never network state
+    encoded = model.encode_conditions(batch)
+    conditions = model.make_conditions(model.network, encoded, batch, latent_length=base.shape[1], branch="all",
+                                       options=OmniSonicSampling(gate_logits_override={"speech": -30.0}))
+    _, gates = model.network.predict_velocity(model.to_map(base), torch.rand(len(batch)), conditions,
+                                              return_gate_weights=True)
+    assert (gates[..., 2] < 1e-6).all()
     assert not torch.allclose(base, muted)
     again, _, _ = model.sample_latents(batch, num_steps=1, seed=2, cfg_scale=1.0)
     torch.testing.assert_close(base, again)
+
+
+@torch.no_grad()
+def _branch_velocities(model, batch, branches):
+    """Velocities of the named Eq. 9 branches at one fixed (x, t), through make_conditions."""
+    encoded = model.encode_conditions(batch)
+    num_latents = model.codec.num_latents(batch.audio.shape[1])
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(len(batch), num_latents, model.codec.latent_channels, generator=gen)
+    t = torch.full((len(batch),), 0.4)
+    mask = torch.ones(len(batch), num_latents, dtype=torch.bool)
+    out = {}
+    for branch in branches:
+        c = model.make_conditions(model.network, encoded, batch, latent_length=num_latents, branch=branch)
+        out[branch] = model.predict_velocity(model.network, x, t, c, mask)
+    return encoded, out
+
+
+def test_empty_caption_is_encoded_so_s1_offscreen_and_s2_onscreen_terms_are_nonzero(batch):
+    """A.5 sets lambda_off = 0.5 in S1 and lambda_on = 0.5 in S2, whose captions are "" (Fig. 2). Under the
+    paper's reading (default) the Eq. 9 terms V(x, T5(""), c_v) - V(x, null, c_v) act; under
+    empty_caption="null" they are exactly zero."""
+    first = {task: batch.task.index(task) for task in ("omnisonic_s1", "omnisonic_s2")}
+    batch = batch.select([first["omnisonic_s1"], first["omnisonic_s2"]])  # one S1, one S2 sample
+    s1, s2 = [0], [1]
+    assert not batch.has_offscreen_caption[s1].any() and not batch.has_caption[s2].any()
+    branches = ("all", "offscreen_only", "onscreen_only", "none")
+    torch.manual_seed(7)
+    paper = randomise(build()).eval()
+    assert paper.empty_caption == "encode"
+    encoded, v = _branch_velocities(paper, batch, branches)
+    assert encoded.present["onscreen"].all() and encoded.present["offscreen"].all()
+    assert torch.equal(encoded.present["speech"], batch.has_transcript)
+    assert torch.equal(encoded.visual_to_onscreen, batch.has_caption)  # routing still follows the text
+    off_term = (v["offscreen_only"] - v["none"])[s1]
+    on_term = (v["onscreen_only"] - v["none"])[s2]
+    assert off_term.abs().max() > 1e-3 and on_term.abs().max() > 1e-3
+
+    legacy = build(empty_caption="null").eval()
+    legacy.load_state_dict(paper.state_dict())  # same weights, the other reading
+    encoded, v_legacy = _branch_velocities(legacy, batch, branches)
+    assert torch.equal(encoded.present["onscreen"], batch.has_caption)
+    assert torch.equal(encoded.present["offscreen"], batch.has_offscreen_caption)
+    assert torch.equal((v_legacy["offscreen_only"] - v_legacy["none"])[s1], torch.zeros_like(off_term))
+    assert torch.equal((v_legacy["onscreen_only"] - v_legacy["none"])[s2], torch.zeros_like(on_term))
+    torch.testing.assert_close(v_legacy["none"], v["none"])  # the null branch does not depend on the reading
+    assert not torch.allclose(v["all"][s2], v_legacy["all"][s2])  # the conditional branch does
+
+
+def test_empty_caption_encodes_the_empty_string_and_dropout_still_nulls_it(batch):
+    model = build(condition_dropout=1.0)
+    s2 = [i for i, task in enumerate(batch.task) if task == "omnisonic_s2"]
+    encoded = model.encode_conditions(batch)
+    states, mask = model.env_text_encoder([""])
+    c = model.make_conditions(model.network, encoded, batch, latent_length=4, branch="all")
+    for i in s2:  # FLAN-T5("") is the on-screen condition, not the null token
+        valid = int(mask[0].sum())
+        torch.testing.assert_close(c.onscreen[i, :valid], states[0, :valid])
+        assert torch.equal(c.onscreen_mask[i, : mask.shape[1]], mask[0])
+    dropped = model.make_conditions(model.network, encoded, batch, latent_length=4, branch="train")
+    null = model.network.null_onscreen.expand_as(dropped.onscreen[:, 0])
+    assert torch.equal(dropped.onscreen[:, 0], null) and not dropped.onscreen_mask[:, 1:].any()
+    with pytest.raises(ValueError, match="empty_caption"):
+        build(empty_caption="drop")
+
+
+def test_qk_norm_switch_reaches_every_attention():
+    from avgen.nn.attention import RMSNorm
+
+    with_norm, without = build(), build(qk_norm=False)
+    norms = lambda m: sum(isinstance(x, RMSNorm) for x in m.network.modules())  # noqa: E731
+    assert norms(with_norm) == 2 * 4 * 2  # q and k of 1 self- + 3 cross-attentions, 2 blocks
+    assert norms(without) == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import pytest
@@ -174,10 +176,10 @@ def test_eq8_gates_are_softmax_of_mlp_over_masked_mean_tokens_and_sum_to_one():
     got = net.blocks[1].cross.gate_weights(net.pooled_conditions(cond))
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(got.sum(-1), torch.ones(B))
-    # recorded for logging after a forward: (B, depth, 3), summing to one
-    net(torch.randn(B, 2, 8, 6), torch.rand(B), cond)
-    torch.testing.assert_close(net.gate_weights.sum(-1), torch.ones(B, 2))
-    torch.testing.assert_close(net.gate_weights[:, 1], expected)
+    # returned for logging by a forward that asks for them: (B, depth, 3), summing to one
+    _, gate_weights = net.predict_velocity(torch.randn(B, 2, 8, 6), torch.rand(B), cond, return_gate_weights=True)
+    torch.testing.assert_close(gate_weights.sum(-1), torch.ones(B, 2))
+    torch.testing.assert_close(gate_weights[:, 1], expected)
 
 
 def test_eq8_fused_output_is_gate_weighted_sum_of_three_attentions():
@@ -205,22 +207,22 @@ def test_gating_switch_and_logit_override_change_the_output():
         other = make_network(gating)
         missing = other.load_state_dict(cond_net.state_dict(), strict=False)
         assert all(".gate." in k for k in missing.unexpected_keys) and not missing.missing_keys
-        v = other(x_t, t, cond)
+        v, gate_weights = other.predict_velocity(x_t, t, cond, return_gate_weights=True)
         assert not torch.allclose(v, v_moe, atol=1e-4)
-        torch.testing.assert_close(other.gate_weights, torch.full((B, 2, 3), weight))
+        torch.testing.assert_close(gate_weights, torch.full((B, 2, 3), weight))
     # Fig. 4: override the speech score only; the others keep the MLP's scores
     pooled = cond_net.pooled_conditions(cond)
     gate = cond_net.blocks[0].cross
     logits = gate.gate(pooled)
     logits[:, 2] = -5.0
     torch.testing.assert_close(gate.gate_weights(pooled, {"speech": -5.0}), logits.softmax(-1))
-    cond_net.gate_logits_override = {"speech": -5.0}
-    v_override = cond_net(x_t, t, cond)
-    assert (cond_net.gate_weights[..., 2] < 0.05).all()
+    # the override travels in the conditions of the sampling call (nothing is set on the network)
+    override = dataclasses.replace(cond, gate_logits_override={"speech": -5.0})
+    v_override, gate_weights = cond_net.predict_velocity(x_t, t, override, return_gate_weights=True)
+    assert (gate_weights[..., 2] < 0.05).all()
     assert not torch.allclose(v_override, v_moe, atol=1e-4)
-    cond_net.gate_logits_override = {"music": 0.0}
     with pytest.raises(ValueError, match="unknown conditions"):
-        cond_net(x_t, t, cond)
+        cond_net(x_t, t, dataclasses.replace(cond, gate_logits_override={"music": 0.0}))
 
 
 def test_block_matches_direct_transcription_of_the_layout():
@@ -247,10 +249,10 @@ def test_block_matches_direct_transcription_of_the_layout():
 def test_zero_init_network_predicts_zero_and_uniform_gates():
     net = make_network(randomise=False)
     cond = make_conditions(net)
-    v = net(torch.randn(B, 2, 9, 6), torch.rand(B), cond)  # odd T, padded internally and cropped back
-    assert v.shape == (B, 2, 9, 6)
+    v, gate_weights = net.predict_velocity(torch.randn(B, 2, 9, 6), torch.rand(B), cond, return_gate_weights=True)
+    assert v.shape == (B, 2, 9, 6)  # odd T, padded internally and cropped back
     assert torch.count_nonzero(v) == 0
-    torch.testing.assert_close(net.gate_weights, torch.full((B, 2, 3), 1 / 3))
+    torch.testing.assert_close(gate_weights, torch.full((B, 2, 3), 1 / 3))
 
 
 def test_absent_conditions_become_learned_null_tokens_and_do_not_read_the_input():

@@ -14,11 +14,25 @@ The flat codec interface is (B, T, C) with time on the sequence axis: the latent
 :meth:`to_latent_map` / :meth:`from_latent_map` convert between the two (the OmniSonic backbone
 patchifies the map 2 x 2 over time and frequency). One latent frame covers ``160 * 4 = 640`` samples.
 
-Mel analysis reuses :class:`~avgen.codecs.mel.MelCodec`'s STFT and Slaney filterbank (librosa
-defaults, as AudioLDM's ``TacotronSTFT``); frames are aligned as MelCodec aligns them
-(``(n_fft - hop) / 2`` reflect padding, T = S / hop exactly), where AudioLDM pads n_fft / 2 and drops
-the extra frame: a half-hop difference in frame centres. The waveform is zero-padded to a multiple
-of ``hop_length * 4`` so that the VAE's downsampling divides the frame count.
+Front end (AudioLDM's ``audioldm/audio/tools.py`` + ``stft.py``, matched exactly by default):
+
+1. ``normalize_wav``: remove the clip's mean, divide by its peak (+ 1e-8) and scale to
+   ``peak_normalize`` = 0.5, then clip to [-1, 1] (``get_mel_from_wav``). The VAE was trained on
+   such inputs: without this step a clip peaking at 0.9 enters the VAE log(0.9 / 0.5) = 0.59 nats
+   higher than AudioLDM's own pipeline would feed it. ``peak_normalize=None`` skips the step (and
+   the clipping). With ``lengths`` the mean and peak are taken over each clip's valid samples and
+   the padding stays zero (AudioLDM normalises before it pads).
+2. Zero-pad to a multiple of ``hop_length * 4`` (AudioLDM pads to its fixed 1024 x 160 samples;
+   the multiple makes the VAE's downsampling divide the frame count).
+3. ``TacotronSTFT``: reflect-pad n_fft / 2 on both sides, periodic Hann window, magnitude
+   sqrt(re^2 + im^2) (no epsilon), Slaney mel filters (librosa defaults; the filterbank of
+   :func:`~avgen.codecs.mel.mel_filterbank`), ``log(clamp(mel, 1e-5))``; the S / hop + 1 frames are
+   cropped to S / hop (``_pad_spec``), so frame k is centred on sample k * hop.
+
+``frame_alignment="melcodec"`` instead frames as :class:`~avgen.codecs.mel.MelCodec` does
+((n_fft - hop) / 2 reflect padding, frame k centred on k * hop + hop / 2, i.e. half a hop later than
+AudioLDM's, and sqrt(. + 1e-9)); with ``peak_normalize=None`` that is avgen's earlier front end, kept
+as an option for latents computed with it.
 
 Weights: ``pretrained`` is a public diffusers repository (``cvssp/audioldm-m-full``) or a local
 directory with ``vae/`` and ``vocoder/`` subfolders (``save_pretrained`` output). Under
@@ -32,6 +46,7 @@ import os
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from einops import rearrange
 from torch import Tensor
@@ -39,6 +54,8 @@ from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
 from avgen.codecs.base import AudioCodec
 from avgen.codecs.mel import MelCodec
+
+FRAME_ALIGNMENTS: tuple[str, ...] = ("audioldm", "melcodec")
 
 # Architectures of cvssp/audioldm-m-full (diffusers conversion script's AudioLDM settings:
 # ch 128 x [1, 2, 4], 2 layers per block, 8 latent channels; vocoder upsampling 5*4*2*2*2 = 160).
@@ -84,6 +101,10 @@ class AudioLDMCodec(AudioCodec):
             16000, 1024, 160, 1024, 64, 0, 8000). ``hop_length`` here is the *mel* hop; the codec's
             ``hop_length`` attribute is samples per latent frame (mel hop x VAE downsampling).
         sample_posterior: draw from the VAE posterior in ``encode`` (else its mode, the default).
+        peak_normalize: AudioLDM's ``normalize_wav`` target peak (0.5) applied before the mel, with
+            mean removal and clipping to [-1, 1]; None feeds the waveform as given.
+        frame_alignment: ``"audioldm"`` (TacotronSTFT framing, the default) or ``"melcodec"``
+            (MelCodec's framing, half a hop later; see the module docstring).
     """
 
     def __init__(
@@ -99,8 +120,16 @@ class AudioLDMCodec(AudioCodec):
         f_min: float = 0.0,
         f_max: float | None = 8000.0,
         sample_posterior: bool = False,
+        peak_normalize: float | None = 0.5,
+        frame_alignment: str = "audioldm",
     ) -> None:
         super().__init__()
+        if frame_alignment not in FRAME_ALIGNMENTS:
+            raise ValueError(f"AudioLDMCodec: frame_alignment must be one of {FRAME_ALIGNMENTS}, got {frame_alignment!r}")
+        if peak_normalize is not None and not 0.0 < peak_normalize <= 1.0:
+            raise ValueError(f"AudioLDMCodec: peak_normalize must be in (0, 1] or None, got {peak_normalize}")
+        self.peak_normalize = None if peak_normalize is None else float(peak_normalize)
+        self.frame_alignment = frame_alignment
         if win_length != n_fft:
             raise ValueError(
                 f"AudioLDMCodec: win_length ({win_length}) must equal n_fft ({n_fft}) (AudioLDM uses 1024 / 1024)"
@@ -163,21 +192,48 @@ class AudioLDMCodec(AudioCodec):
         return rearrange(latent_map, "b c t f -> b t (c f)")
 
     # ---- mel ---------------------------------------------------------------------------------
-    def log_mel(self, waveform: Tensor) -> Tensor:
+    def normalize_waveform(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """AudioLDM's ``normalize_wav`` + clip: (x - mean) / (max|x - mean| + 1e-8) * peak, in [-1, 1].
+
+        Statistics per clip over its valid samples (``lengths`` (B,), default: all); the padding
+        past a length stays zero. Identity when ``peak_normalize`` is None.
+        """
+        if self.peak_normalize is None:
+            return waveform
+        valid = torch.ones_like(waveform, dtype=torch.bool)
+        if lengths is not None:
+            valid = torch.arange(waveform.shape[-1], device=waveform.device)[None, :] < lengths.to(waveform.device)[:, None]
+        weights = valid.to(waveform.dtype)
+        mean = (waveform * weights).sum(-1, keepdim=True) / weights.sum(-1, keepdim=True).clamp(min=1.0)
+        centred = (waveform - mean) * weights
+        peak = centred.abs().amax(dim=-1, keepdim=True)
+        return torch.clamp(centred / (peak + 1e-8) * self.peak_normalize, -1.0, 1.0)
+
+    def log_mel(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
         """(B, S) -> (B, 4 * ceil(S / hop_length), n_mels) natural-log mel (AudioLDM's image, time first)."""
+        waveform = self.normalize_waveform(waveform, lengths)
         target = self.num_latents(waveform.shape[-1]) * self.hop_length
-        waveform = torch.nn.functional.pad(waveform, (0, target - waveform.shape[-1]))
-        mel = self.mel.mel_magnitude(waveform)  # (B, n_mels, frames)
+        waveform = F.pad(waveform, (0, target - waveform.shape[-1]))
+        if self.frame_alignment == "melcodec":
+            mel = self.mel.mel_magnitude(waveform)  # (B, n_mels, frames)
+        else:  # TacotronSTFT: centred frames (n_fft / 2 reflect padding), the extra last frame cropped
+            n_fft, hop = self.mel.n_fft, self.mel_hop_length
+            mode = "reflect" if target > n_fft // 2 else "constant"
+            padded = F.pad(waveform[:, None], (n_fft // 2, n_fft // 2), mode=mode)[:, 0]
+            spec = torch.stft(padded, n_fft, hop, window=self.mel.window, center=False, return_complex=True)
+            magnitude = torch.sqrt(spec.real.pow(2) + spec.imag.pow(2))[..., : target // hop]
+            mel = self.mel.mel_basis @ magnitude
         return torch.log(torch.clamp(mel, min=1e-5)).transpose(1, 2)
 
     @torch.autocast("cuda", enabled=False)
     @torch.autocast("cpu", enabled=False)
-    def encode(self, waveform: Tensor) -> Tensor:
+    def encode(self, waveform: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """(B, S) -> (B, ceil(S / 640), C * F); ``lengths`` (B,) valid samples for the normalisation."""
         if waveform.ndim != 2:
             raise ValueError(f"AudioLDMCodec.encode expects a (B, S) mono waveform, got shape {tuple(waveform.shape)}")
         if waveform.shape[-1] == 0:
             return waveform.new_zeros(waveform.shape[0], 0, self.latent_channels)
-        image = self.log_mel(waveform.float())[:, None]  # (B, 1, frames, n_mels)
+        image = self.log_mel(waveform.float(), lengths)[:, None]  # (B, 1, frames, n_mels)
         posterior = self.vae.encode(image).latent_dist
         z = posterior.sample() if self.sample_posterior else posterior.mode()  # (B, C, T, F)
         return self.from_latent_map(z * self.scaling_factor)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from avgen.codecs.checkpoints import LoadReport, fold_weight_norm, load_mapped_state_dict, read_checkpoint, strip_prefixes
+from avgen.checkpoints import LoadReport, fold_weight_norm, load_mapped_state_dict, read_state_dict, strip_prefixes
 
 _COMMON = dict(
     resblock="1",
@@ -314,5 +314,5 @@ def resolve_bigvgan(name_or_path: str | None, preset: str, overrides: Mapping[st
 
 
 def load_bigvgan_weights(model: BigVGAN, checkpoint: str, *, strict: bool = True) -> LoadReport:
-    state = read_checkpoint(checkpoint, what="BigVGAN")
+    state = read_state_dict(checkpoint, what="BigVGAN")
     return load_mapped_state_dict(model, map_bigvgan_state_dict(state), strict=strict, source=f"BigVGAN {checkpoint}")

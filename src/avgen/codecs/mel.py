@@ -26,24 +26,18 @@ from avgen.codecs.base import AudioCodec
 
 # Slaney's Auditory Toolbox mel scale (librosa's default, htk=False): linear below 1 kHz,
 # logarithmic above, 3 mels per 200 Hz in the linear part.
-_F_SP = 200.0 / 3.0
-_MIN_LOG_HZ = 1000.0
-_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
-_LOG_STEP = math.log(6.4) / 27.0
-
-
 def hz_to_mel(hz: Tensor) -> Tensor:
-    """Slaney mel scale (librosa ``hz_to_mel(htk=False)``)."""
-    linear = hz / _F_SP
-    log = _MIN_LOG_MEL + torch.log(torch.clamp(hz, min=_MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOG_STEP
-    return torch.where(hz >= _MIN_LOG_HZ, log, linear)
+    """Slaney mel scale (librosa ``hz_to_mel(htk=False)``), through ``transformers.audio_utils``."""
+    from transformers.audio_utils import hertz_to_mel
+
+    return torch.as_tensor(hertz_to_mel(hz.detach().cpu().double().numpy(), mel_scale="slaney"), dtype=hz.dtype)
 
 
 def mel_to_hz(mel: Tensor) -> Tensor:
     """Inverse of :func:`hz_to_mel`."""
-    linear = mel * _F_SP
-    log = _MIN_LOG_HZ * torch.exp(_LOG_STEP * (mel - _MIN_LOG_MEL))
-    return torch.where(mel >= _MIN_LOG_MEL, log, linear)
+    from transformers.audio_utils import mel_to_hertz
+
+    return torch.as_tensor(mel_to_hertz(mel.detach().cpu().double().numpy(), mel_scale="slaney"), dtype=mel.dtype)
 
 
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None) -> Tensor:
@@ -52,25 +46,20 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0
     Filter m rises linearly from edge f[m] to f[m + 1] and falls to f[m + 2], where the n_mels + 2
     edges are equally spaced on the mel scale between f_min and f_max; each filter is scaled by
     2 / (f[m + 2] - f[m]) so that filters have constant area (librosa ``filters.mel`` defaults,
-    the filterbank of MMAudio's and AudioLDM's mel converters).
+    the filterbank of MMAudio's and AudioLDM's mel converters). Computed by
+    ``transformers.audio_utils.mel_filter_bank`` (``norm="slaney", mel_scale="slaney"``) on the CPU:
+    these are constants, also needed when a model is built on the meta device (``avgen summary``).
     """
+    from transformers.audio_utils import mel_filter_bank
+
     f_max = sample_rate / 2 if f_max is None else f_max
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"MelCodec: need 0 <= f_min < f_max <= sample_rate / 2, got f_min={f_min}, f_max={f_max}")
-    # Built on the CPU explicitly: these are constants, also needed when a model is built on the
-    # meta device (``avgen summary``).
-    cpu = dict(dtype=torch.float64, device="cpu")
-    fft_freqs = torch.linspace(0, sample_rate / 2, n_fft // 2 + 1, **cpu)
-    mel_edges = torch.linspace(
-        hz_to_mel(torch.tensor(f_min, **cpu)).item(), hz_to_mel(torch.tensor(f_max, **cpu)).item(), n_mels + 2, **cpu
-    )
-    edges = mel_to_hz(mel_edges)  # (n_mels + 2,)
-    widths = edges.diff()  # (n_mels + 1,)
-    ramps = edges[:, None] - fft_freqs[None, :]  # (n_mels + 2, n_freq)
-    rising = -ramps[:-2] / widths[:-1, None]
-    falling = ramps[2:] / widths[1:, None]
-    weights = torch.clamp(torch.minimum(rising, falling), min=0.0)
-    return (weights * (2.0 / (edges[2:] - edges[:-2]))[:, None]).float()
+    weights = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1, num_mel_filters=n_mels, min_frequency=float(f_min),
+        max_frequency=float(f_max), sampling_rate=sample_rate, norm="slaney", mel_scale="slaney",
+    )  # (n_freq, n_mels), float64
+    return torch.tensor(weights.T, dtype=torch.float32, device="cpu")
 
 
 class MelCodec(AudioCodec):

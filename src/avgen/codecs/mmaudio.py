@@ -30,7 +30,7 @@ from torch import Tensor
 
 from avgen.codecs.base import AudioCodec
 from avgen.codecs.bigvgan import BigVGAN, load_bigvgan_weights, resolve_bigvgan
-from avgen.codecs.checkpoints import LoadReport, building_on_meta, read_checkpoint
+from avgen.checkpoints import LoadReport, building_on_meta, read_state_dict
 from avgen.codecs.mel import MelCodec
 from avgen.codecs.mmaudio_vae import VAE_PRESETS, MMAudioVAE, load_mmaudio_vae
 
@@ -132,7 +132,7 @@ class MMAudioCodec(AudioCodec):
         mean = _stat_vector(latent_mean, channels, 0.0, "latent_mean")
         std = _stat_vector(latent_std, channels, 1.0, "latent_std")
         if latent_stats is not None and not meta:
-            stats = read_checkpoint(latent_stats, what="MMAudioCodec latent_stats")
+            stats = read_state_dict(latent_stats, what="MMAudioCodec latent_stats")
             if "latent_mean" not in stats or "latent_std" not in stats:
                 raise ValueError(f"MMAudioCodec: {latent_stats!r} holds no latent_mean / latent_std tensors")
             mean = _stat_vector(stats["latent_mean"], channels, 0.0, f"latent_mean of {latent_stats}")

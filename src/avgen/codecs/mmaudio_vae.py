@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from avgen.codecs.checkpoints import LoadReport, load_mapped_state_dict, read_checkpoint, strip_prefixes
+from avgen.checkpoints import LoadReport, load_mapped_state_dict, read_state_dict, strip_prefixes
 
 # fmt: off
 # Per-mel-bin log-mel statistics MMAudio standardises its VAE input with (``vae.py``).
@@ -397,5 +397,5 @@ def map_mmaudio_vae_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Te
 
 def load_mmaudio_vae(vae: MMAudioVAE, path: str, *, strict: bool = True) -> LoadReport:
     """Load an MMAudio VAE checkpoint file into ``vae`` through :func:`map_mmaudio_vae_state_dict`."""
-    state = read_checkpoint(path, what="MMAudio VAE")
+    state = read_state_dict(path, what="MMAudio VAE")
     return load_mapped_state_dict(vae, map_mmaudio_vae_state_dict(state), strict=strict, source=f"MMAudio VAE {path}")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from avgen.codecs.base import AudioCodec
-from avgen.codecs.checkpoints import building_on_meta
+from avgen.checkpoints import building_on_meta
 
 
 class OobleckCodec(AudioCodec):

@@ -8,6 +8,7 @@ from avgen.data.manifest import ManifestDataModule, ManifestDataset, collate_ski
 from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_wav
 from avgen.data.mixing import BalancedBatchSampler, BalancedDataModule
 from avgen.data.unihagen import (
+    DEFAULT_SPEECH_CATEGORIES,
     DEFAULT_SPEECH_KEYWORDS,
     UNIHAGEN_SCENARIOS,
     UniHAGenDataModule,
@@ -24,5 +25,6 @@ __all__ = [
     "export_toyworld",
     "AdverbAugmentation", "AppliedAugmentation", "mine_adverbs",
     "BalancedDataModule", "BalancedBatchSampler",
-    "UniHAGenMixer", "UniHAGenDataModule", "UNIHAGEN_SCENARIOS", "DEFAULT_SPEECH_KEYWORDS", "is_speech_like",
+    "UniHAGenMixer", "UniHAGenDataModule", "UNIHAGEN_SCENARIOS", "DEFAULT_SPEECH_KEYWORDS",
+    "DEFAULT_SPEECH_CATEGORIES", "is_speech_like",
 ]

@@ -15,7 +15,10 @@ Shapes (B = batch):
 * ``video_sync``       (B, F, 3, H, W) float32 in [0, 1] at the sync frame rate (Synchformer stream, 25 fps)
 * ``semantic_features`` (B, F, D) / ``sync_features`` (B, T_sync, D): precomputed visual features
 * ``reference_audio``  (B, S_ref) waveform with ``reference_audio_lengths`` (B,)
-* text fields are ``list[str]`` with ``""`` where absent (and the flag False)
+* text fields are ``list[str]`` with ``""`` where absent (and the flag False). A text flag means "the
+  text is non-empty": ``""`` and ``None`` both give False. A model for which an empty text is itself a
+  condition (OmniSonic's ``empty_caption="encode"``: FLAN-T5 encodes ``""``) decides that from the flag
+  in its own ``encode_conditions``, so every other model keeps reading False as "use the null token".
 * ``seconds_start`` / ``seconds_total`` (B,) float32: where the clip starts in its source and its length
 * ``meta``             list of per-sample dicts with ground truth (ToyWorld event onsets, classes, words)
 """

@@ -18,10 +18,24 @@ off-screen source, powers being mean squares over the on-screen clip's valid sam
 scaled down as a whole when its peak exceeds ``peak`` (which keeps every SNR). Off-screen clips are
 cropped at a random offset when longer than the on-screen clip, zero-padded when shorter.
 
-Keyword filter (§4.1: VGGSound clips "whose captions contain speech-related keywords (e.g. speech,
-voice, say, etc.)" are removed): an environmental clip whose caption contains a word *starting with*
-one of ``speech_keywords`` (case-insensitive; "say" matches "says", "saying") is never used; the
-mixer redraws instead. Stage 1 (A.1, "trained only on speech data, where environmental sound-related
+Speech filters for the environmental pool (§4.1: "For VGGSound, we exclude all speech-related
+categories and remove samples whose captions contain speech-related keywords (e.g. speech, voice,
+say, etc.)"):
+
+* category filter: a clip whose label (the first of ``meta["label"]``, ``meta["class_name"]``,
+  ``meta["category"]``, see ``category_fields``) or caption contains one of ``speech_categories`` as a
+  whole phrase (case-insensitive) is excluded. The paper names no list; the default
+  :data:`DEFAULT_SPEECH_CATEGORIES` are the VGGSound class names whose sound is people (or a parrot,
+  or a radio) talking. Singing classes are not in it (the paper's filter targets speech); add them
+  when lyrics should count as speech.
+* keyword filter: a clip whose caption contains a word *starting with* one of ``speech_keywords``
+  (case-insensitive; "say" matches "says", "saying") is excluded.
+
+When the environment dataset exposes its rows without decoding media (a
+:class:`~avgen.data.manifest.ManifestDataset`: ``rows`` with ``texts`` and ``meta``), both filters
+run once at construction over every row: the excluded clips are counted per reason in
+``filter_counts``, logged, and never drawn. Other datasets (ToyWorld, ...) are filtered per draw (the
+mixer redraws; ``filter_counts`` counts the rejected draws of this process). Stage 1 (A.1, "trained only on speech data, where environmental sound-related
 conditions are kept empty"): ``stage="speech"`` yields the speech sources unmixed with both captions
 ``""``.
 
@@ -32,7 +46,9 @@ Every mixture is a pure function of (seed, split, index). ``meta`` keeps the sou
 
 from __future__ import annotations
 
+import logging
 import re
+from collections import Counter
 from typing import Any, Optional, Sequence
 
 import lightning as L
@@ -44,12 +60,23 @@ from torch.utils.data import DataLoader, Dataset
 from avgen.data.batch import Sample, collate
 from avgen.data.composite import CompositeDataModule
 
+log = logging.getLogger(__name__)
+
 UNIHAGEN_SCENARIOS: tuple[str, ...] = ("s1", "s2", "s3")
 # Task names (Sample.task) matching ToyWorld's OmniSonic scenarios.
 TASKS: dict[str, str] = {"s1": "omnisonic_s1", "s2": "omnisonic_s2", "s3": "omnisonic_s3", "speech": "speech"}
 DEFAULT_SPEECH_KEYWORDS: tuple[str, ...] = (
     "speech", "speak", "voice", "say", "said", "talk", "conversation", "narrat", "whisper", "shout",
 )
+# §4.1 "we exclude all speech-related categories" of VGGSound. The paper lists none: these are the
+# VGGSound class names (vggsound.csv, lower case) whose content is voices talking.
+DEFAULT_SPEECH_CATEGORIES: tuple[str, ...] = (
+    "male speech, man speaking", "female speech, woman speaking", "child speech, kid speaking",
+    "people whispering", "people babbling", "baby babbling", "people crowd", "people shouting",
+    "people battle cry", "police radio chatter", "parrot talking",
+)
+# Where a source's class label is looked up in Sample.meta / a manifest row's meta (first present wins).
+CATEGORY_FIELDS: tuple[str, ...] = ("label", "class_name", "category")
 STAGES = ("full", "speech")
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2, "predict": 3}
 _SILENCE = 1e-10  # mean-square power below which a clip counts as silent (no SNR defined)
@@ -61,6 +88,24 @@ def speech_keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str] | None:
     if not words:
         return None
     return re.compile(r"\b(?:" + "|".join(re.escape(k) for k in words) + r")", re.IGNORECASE)
+
+
+def speech_category_pattern(categories: Sequence[str]) -> re.Pattern[str] | None:
+    """A case-insensitive regex matching any of ``categories`` as a whole phrase (any whitespace)."""
+    names = [" ".join(c.split()) for c in categories if c.strip()]
+    if not names:
+        return None
+    phrases = [r"\s+".join(re.escape(word) for word in name.split(" ")) for name in names]
+    return re.compile(r"(?<!\w)(?:" + "|".join(phrases) + r")(?!\w)", re.IGNORECASE)
+
+
+def source_label(meta: dict[str, Any], fields: Sequence[str] = CATEGORY_FIELDS) -> str | None:
+    """The class label of a source: the first non-empty string among ``meta[field]``."""
+    for name in fields:
+        value = meta.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
 
 
 def is_speech_like(caption: str | None, keywords: Sequence[str] = DEFAULT_SPEECH_KEYWORDS) -> bool:
@@ -114,6 +159,9 @@ class UniHAGenMixer(Dataset):
         scenarios: subset of ``("s1", "s2", "s3")`` to draw from.
         snr_db: (low, high) range of the uniform SNR draw in dB (paper: unstated; config option).
         speech_keywords: the caption keyword filter for environmental clips (empty: no filter).
+        speech_categories: the category filter for environmental clips (class names matched as whole
+            phrases in the label or caption; empty: no filter).
+        category_fields: the ``meta`` keys holding a source's class label, first present wins.
         seed: base seed; a mixture is a pure function of (seed, split, index).
         size: number of mixtures (default: the larger source dataset).
         scenario_weights: draw probabilities of ``scenarios`` (default uniform).
@@ -130,6 +178,8 @@ class UniHAGenMixer(Dataset):
         scenarios: Sequence[str] = UNIHAGEN_SCENARIOS,
         snr_db: Sequence[float] = (-5.0, 20.0),
         speech_keywords: Sequence[str] = DEFAULT_SPEECH_KEYWORDS,
+        speech_categories: Sequence[str] = DEFAULT_SPEECH_CATEGORIES,
+        category_fields: Sequence[str] = CATEGORY_FIELDS,
         seed: int = 0,
         size: int | None = None,
         scenario_weights: Sequence[float] | None = None,
@@ -160,12 +210,17 @@ class UniHAGenMixer(Dataset):
         self.scenarios, self.snr_db = tuple(scenarios), (float(snr_db[0]), float(snr_db[1]))
         self.keywords = tuple(speech_keywords)
         self._pattern = speech_keyword_pattern(self.keywords)
+        self.categories, self.category_fields = tuple(speech_categories), tuple(category_fields)
+        self._category_pattern = speech_category_pattern(self.categories)
+        self.filter_counts: Counter[str] = Counter()
         self.seed, self.stage, self.peak, self.split = int(seed), stage, peak, split
         self.max_draws = int(max_draws)
         sizes = [len(speech_sources)] + ([len(environment_sources)] if environment_sources is not None else [])
         if min(sizes) == 0:
             raise ValueError(f"UniHAGen: empty source dataset (sizes {sizes})")
         self.size = int(size) if size is not None else max(sizes)
+        # Indices of the environment clips that pass the speech filters (None: filtered per draw).
+        self.environment_pool = self._screen_rows(environment_sources) if stage == "full" else None
 
     def __len__(self) -> int:
         return self.size
@@ -174,6 +229,40 @@ class UniHAGenMixer(Dataset):
     def filtered(self, caption: str | None) -> bool:
         """True when an environmental caption is speech-like (the clip is dropped)."""
         return bool(caption) and self._pattern is not None and self._pattern.search(caption) is not None
+
+    def speech_reason(self, caption: str | None, meta: dict[str, Any]) -> str | None:
+        """Why an environmental clip is excluded: ``"speech_category"``, ``"speech_keyword"`` or None."""
+        if self._category_pattern is not None:
+            for text in (source_label(meta, self.category_fields), caption):
+                if text and self._category_pattern.search(text):
+                    return "speech_category"
+        return "speech_keyword" if self.filtered(caption) else None
+
+    def _screen_rows(self, dataset: Dataset | None) -> list[int] | None:
+        """Apply the speech filters once to a dataset that exposes its rows (a manifest), counted and logged."""
+        rows = getattr(dataset, "rows", None)
+        if dataset is None or not isinstance(rows, list) or len(rows) != len(dataset):
+            return None
+        pool = []
+        for i, row in enumerate(rows):
+            texts, meta = getattr(row, "texts", {}) or {}, getattr(row, "meta", {}) or {}
+            reason = self.speech_reason(texts.get("caption"), meta)
+            if reason is None:
+                pool.append(i)
+            else:
+                self.filter_counts[reason] += 1
+        name = getattr(dataset, "manifest", type(dataset).__name__)
+        log.info(
+            "UniHAGen (%s): the environmental pool of %s keeps %d of %d clips (%d speech categories, %d speech "
+            "keywords excluded)", self.split, name, len(pool), len(rows), self.filter_counts["speech_category"],
+            self.filter_counts["speech_keyword"],
+        )
+        if not pool:
+            raise ValueError(
+                f"UniHAGen: every one of the {len(rows)} environmental clips of {name} is speech-related "
+                f"({dict(self.filter_counts)}); check the labels/captions or relax speech_categories / speech_keywords"
+            )
+        return pool
 
     def _reject(self, s: Sample | None, kind: str, onscreen: bool) -> str | None:
         """Why sample ``s`` cannot serve as a ``kind`` source (None: usable)."""
@@ -185,8 +274,12 @@ class UniHAGenMixer(Dataset):
             return "is silent"
         if onscreen and not s.has_video:
             return "has no video (needed on screen)"
-        if kind == "environment" and self.filtered(s.caption):
-            return f"caption {s.caption!r} is speech-like (keyword filter)"
+        if kind == "environment" and self.environment_pool is None:
+            reason = self.speech_reason(s.caption, s.meta)
+            if reason is not None:
+                self.filter_counts[reason] += 1
+                what = "label/caption is a speech category" if reason == "speech_category" else "caption is speech-like"
+                return f"{what} ({reason.replace('_', ' ')} filter; caption {s.caption!r})"
         if kind == "speech" and not s.transcript:
             return "has no transcript"
         return None
@@ -197,8 +290,11 @@ class UniHAGenMixer(Dataset):
         dataset = self.environment if kind == "environment" else self.speech
         assert dataset is not None
         reason, sid = "", ""
+        pool = self.environment_pool if kind == "environment" else None
+        size = len(pool) if pool is not None else len(dataset)
         for attempt in range(self.max_draws):
-            i = first % len(dataset) if (attempt == 0 and first is not None) else int(rng.integers(len(dataset)))
+            i = first % size if (attempt == 0 and first is not None) else int(rng.integers(size))
+            i = pool[i] if pool is not None else i
             s = dataset[i]
             reason = self._reject(s, kind, onscreen)
             if reason is None and s.id in exclude:
@@ -210,8 +306,8 @@ class UniHAGenMixer(Dataset):
         raise RuntimeError(
             f"UniHAGen: no usable {role} source in {self.max_draws} draws (last: {sid} {reason}). Check that the "
             f"{kind} dataset carries audio{' and video' if onscreen else ''}"
-            f"{', captions without speech keywords' if kind == 'environment' else ', transcripts'} "
-            "(or relax speech_keywords / raise max_draws)."
+            f"{', labels/captions outside the speech filters' if kind == 'environment' else ', transcripts'} "
+            "(or relax speech_keywords / speech_categories, or raise max_draws)."
         )
 
     # -- mixing -------------------------------------------------------------------------------
@@ -348,7 +444,8 @@ class UniHAGenDataModule(CompositeDataModule):
     Args:
         speech, environment: LightningDataModules whose ``<split>_dataloader().dataset`` yields Samples.
         batch_size, num_workers, seed: loader settings and the mixing seed.
-        scenarios, snr_db, speech_keywords, scenario_weights, stage, peak: see :class:`UniHAGenMixer`.
+        scenarios, snr_db, speech_keywords, speech_categories, category_fields, scenario_weights, stage,
+            peak: see :class:`UniHAGenMixer`.
         train_size, val_size, test_size, predict_size: mixtures per split (None: the larger source split).
     """
 
@@ -362,6 +459,8 @@ class UniHAGenDataModule(CompositeDataModule):
         scenarios: list[str] = ["s1", "s2", "s3"],  # noqa: B006 (jsonargparse needs the literal default)
         snr_db: list[float] = [-5.0, 20.0],  # noqa: B006
         speech_keywords: list[str] = list(DEFAULT_SPEECH_KEYWORDS),  # noqa: B006
+        speech_categories: list[str] = list(DEFAULT_SPEECH_CATEGORIES),  # noqa: B006
+        category_fields: list[str] = list(CATEGORY_FIELDS),  # noqa: B006
         scenario_weights: Optional[list[float]] = None,
         stage: str = "full",
         peak: Optional[float] = 0.95,
@@ -375,7 +474,7 @@ class UniHAGenDataModule(CompositeDataModule):
         self.batch_size, self.num_workers, self.seed = int(batch_size), int(num_workers), int(seed)
         self.mixer_kwargs: dict[str, Any] = dict(
             scenarios=list(scenarios), snr_db=list(snr_db), speech_keywords=list(speech_keywords),
-            scenario_weights=scenario_weights, stage=stage, peak=peak, seed=self.seed,
+            speech_categories=list(speech_categories), category_fields=list(category_fields), scenario_weights=scenario_weights, stage=stage, peak=peak, seed=self.seed,
         )
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
         UniHAGenMixer(_Probe() if environment is not None else None, _Probe(), **self.mixer_kwargs)  # validates options early
@@ -452,5 +551,5 @@ class _Probe(Dataset):
 
 __all__ = [
     "UniHAGenMixer", "UniHAGenDataModule", "UNIHAGEN_SCENARIOS", "DEFAULT_SPEECH_KEYWORDS",
-    "is_speech_like", "speech_keyword_pattern", "scale_to_snr",
+    "DEFAULT_SPEECH_CATEGORIES", "CATEGORY_FIELDS", "is_speech_like", "source_label", "speech_category_pattern", "speech_keyword_pattern", "scale_to_snr",
 ]

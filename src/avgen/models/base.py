@@ -1,36 +1,37 @@
-"""The flow-matching LightningModule every paper shares.
+"""The flow-matching LightningModule every paper shares: the recipe, and nothing else.
 
 Plain ``nn.Module``s (the paper's network, its condition encoders, the audio codec) are built or
-injected by the paper's subclass; this module holds the training recipe around them:
+injected by the paper's subclass; this module holds the flow-matching recipe around them:
 
 * training: x1 = codec latents, x0 ~ N(0, I), t ~ ``TimeSampler`` (MMAudio: logit-normal),
   x_t = (1 - t) x0 + t x1, loss = masked MSE against v = x1 - x0 (design §2; FoleyGenEx Eq. 2-4);
 * validation / test: the loss at fixed t bins with seeded noise (MMAudio logs the loss binned by
-  t) and, for the first batches, generated audio scored by ToyWorld's weight-free oracles;
+  t) and, for the first batches, generated audio, returned from the step so that callbacks
+  (``avgen.training.OracleMetrics``, ``GeneratedMediaLogger``) score and log it;
 * generation: condition encoders run once, all CFG branches are concatenated once and evaluated
-  in ONE batched forward per Euler step (design §2 "Guidance");
-* an EMA of the trainable network only (frozen encoders are never copied);
+  in ONE batched forward per Euler step (design §2 "Guidance"), with the options of the call
+  (:class:`~avgen.models.generation.SamplingOptions`) passed as an argument all the way down;
 * checkpoints without frozen components (they are rebuilt from their config), loadable with
-  ``weights_only=True``, with a clear error for a checkpoint of another model class.
+  ``weights_only=True``, with a clear error for a checkpoint of another model class
+  (:mod:`avgen.checkpoints`).
 
-A subclass implements :meth:`encode_conditions` and :meth:`make_conditions` and passes its
-network to ``__init__``; everything else is shared.
+EMA and learning-rate schedules live in :mod:`avgen.training`. A subclass implements
+:meth:`encode_conditions` and :meth:`make_conditions`, passes its network to ``__init__`` and names
+its generation interface (``generation = <Paper>Generation()``, ``models/<paper>/tasks.py``).
 """
 
 from __future__ import annotations
 
-import copy
-import math
+import dataclasses
 import warnings
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
+from avgen.checkpoints import CheckpointMismatchError, check_checkpoint_class, initialise_from_checkpoint, load_model
 from avgen.codecs.base import AudioCodec
 from avgen.data.batch import AVBatch, length_mask
 from avgen.flow import (
@@ -46,111 +47,10 @@ from avgen.flow import (
     sampling_times,
     target_velocity,
 )
+from avgen.models.generation import GenerationInterface, GenerationRequest, SamplingOptions, resolve_options
+from avgen.training import EMANetwork, LinearWarmupLR
 
-__all__ = [
-    "FlowMatchingModule",
-    "EMANetwork",
-    "LinearWarmupLR",
-    "WarmupStepLR",
-    "CheckpointMismatchError",
-    "load_model",
-]
-
-
-class CheckpointMismatchError(RuntimeError):
-    """A checkpoint does not fit the model the config builds (other paper, other sizes)."""
-
-
-class LinearWarmupLR(torch.optim.lr_scheduler.LambdaLR):
-    """Linear warm-up from lr/warmup_steps to lr over ``warmup_steps`` steps, then constant (MMAudio)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup_steps: int = 1000, last_epoch: int = -1):
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        self.warmup_steps = warmup_steps
-        super().__init__(optimizer, self._factor, last_epoch=last_epoch)
-
-    def _factor(self, step: int) -> float:
-        if self.warmup_steps == 0:
-            return 1.0
-        return min(1.0, (step + 1) / self.warmup_steps)
-
-    def state_dict(self) -> dict[str, Any]:
-        # The bound method is rebuilt in __init__; keep the saved state primitive for weights_only loads.
-        state = super().state_dict()
-        state["lr_lambdas"] = [None]
-        return state
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        state_dict = {k: v for k, v in state_dict.items() if k != "lr_lambdas"}
-        self.__dict__.update(state_dict)
-
-
-class WarmupStepLR(LinearWarmupLR):
-    """Linear warm-up over ``warmup_steps``, then x ``gamma`` at each milestone step (MMAudio's "step" schedule).
-
-    MMAudio (config ``linear_warmup_steps: 1000``, ``lr_schedule: step``, ``lr_schedule_steps:
-    [240000, 270000]``, ``lr_schedule_gamma: 0.1``): factor(step) = warm-up(step) * gamma^(number of
-    milestones <= step).
-    """
-
-    def __init__(
-        self,
-        optimizer: torch.optim.Optimizer,
-        warmup_steps: int = 1000,
-        milestones: list[int] = (240_000, 270_000),  # type: ignore[assignment]
-        gamma: float = 0.1,
-        last_epoch: int = -1,
-    ):
-        milestones = sorted(int(m) for m in milestones)
-        if any(m < 0 for m in milestones) or gamma <= 0:
-            raise ValueError(f"milestones must be >= 0 and gamma > 0, got {milestones}, {gamma}")
-        self.milestones = milestones
-        self.gamma = gamma
-        super().__init__(optimizer, warmup_steps=warmup_steps, last_epoch=last_epoch)
-
-    def _factor(self, step: int) -> float:
-        decays = sum(step >= m for m in self.milestones)
-        return super()._factor(step) * self.gamma**decays
-
-
-class EMANetwork(nn.Module):
-    """Exponential moving average of a network's parameters (buffers are copied).
-
-    The effective decay warms up as min(decay, (1 + n) / (10 + n)) after n updates, so short runs
-    are not dominated by the random initialisation.
-    """
-
-    def __init__(self, network: nn.Module, decay: float):
-        super().__init__()
-        if not 0.0 < decay < 1.0:
-            raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
-        self.decay = decay
-        self.module = copy.deepcopy(network)
-        self.module.requires_grad_(False)
-        self.module.eval()
-        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
-
-    def current_decay(self) -> float:
-        n = int(self.num_updates.item())
-        return min(self.decay, (1 + n) / (10 + n))
-
-    @torch.no_grad()
-    def update(self, network: nn.Module) -> None:
-        decay = self.current_decay()
-        ema_params = list(self.module.parameters())
-        params = [p.detach() for p in network.parameters()]
-        if len(ema_params) != len(params):
-            raise RuntimeError("EMA network and network have different parameter lists")
-        # lerp(ema, p, 1 - decay) = decay * ema + (1 - decay) * p
-        torch._foreach_lerp_(ema_params, [p.to(e.dtype) for p, e in zip(params, ema_params)], 1.0 - decay)
-        for ema_buffer, buffer in zip(self.module.buffers(), network.buffers()):
-            ema_buffer.copy_(buffer)
-        self.num_updates += 1
-
-    def train(self, mode: bool = True) -> "EMANetwork":
-        # The average is only ever evaluated, never trained.
-        return super().train(False)
+__all__ = ["FlowMatchingModule", "CheckpointMismatchError", "load_model"]
 
 
 def _primitive(value: Any) -> bool:
@@ -185,12 +85,17 @@ class FlowMatchingModule(L.LightningModule):
             and the timestep shift of ``sampling_times``.
         duration: seconds to generate when a batch carries no audio to take the length from.
         num_val_time_bins: fixed t bins of the validation loss (t = (k + 0.5) / bins).
-        num_val_generate_batches: validation/test batches that also generate audio and compute the
-            oracle metrics; 0 disables generation during validation.
+        num_val_generate_batches: validation/test batches that also generate audio (returned from
+            the step for the callbacks that score and log it); 0 disables generation during validation.
         num_val_sampling_steps: Euler steps of validation generation (default num_sampling_steps).
-        num_val_log_samples: generated samples per epoch logged to TensorBoard (audio + mel figure).
         val_seed: seed of the validation noise (same noise every epoch, comparable curves).
+        init_checkpoint: an ``avgen fit`` checkpoint of the same model class whose weights start a new
+            ``fit`` (e.g. a previous training stage); not a resume: ``--ckpt_path`` restores the whole
+            training state and wins.
     """
+
+    # The paper's generation interface (options dataclass, tasks, checks): models/<paper>/tasks.py.
+    generation: ClassVar[GenerationInterface] = GenerationInterface()
 
     def __init__(
         self,
@@ -211,8 +116,8 @@ class FlowMatchingModule(L.LightningModule):
         num_val_time_bins: int = 5,
         num_val_generate_batches: int = 1,
         num_val_sampling_steps: int | None = None,
-        num_val_log_samples: int = 2,
         val_seed: int = 0,
+        init_checkpoint: str | None = None,
     ):
         super().__init__()
         with warnings.catch_warnings():
@@ -238,18 +143,8 @@ class FlowMatchingModule(L.LightningModule):
         self.num_val_time_bins = num_val_time_bins
         self.num_val_generate_batches = num_val_generate_batches
         self.num_val_sampling_steps = num_val_sampling_steps
-        self.num_val_log_samples = num_val_log_samples
         self.val_seed = val_seed
-        # Options of predict_step, set by ``avgen generate`` (None -> the defaults above).
-        self.predict_options: dict[str, Any] = {}
-        # Oracle metrics, averaged over the epoch and synchronised across ranks by torchmetrics.
-        self.oracle_metrics = nn.ModuleDict(
-            {
-                f"{stage}_{name}": MeanMetric(nan_strategy="ignore")
-                for stage in ("val", "test")
-                for name in ("onset_offset", "class_accuracy")
-            }
-        )
+        self.init_checkpoint = init_checkpoint
         self._checked_sample_rate = False
         # Frozen components are dropped from every state_dict (and so from checkpoints).
         self.register_state_dict_post_hook(_drop_frozen_state)
@@ -260,13 +155,22 @@ class FlowMatchingModule(L.LightningModule):
         raise NotImplementedError
 
     def make_conditions(
-        self, network: nn.Module, encoded: Any, batch: AVBatch, *, latent_length: int, branch: str
+        self,
+        network: nn.Module,
+        encoded: Any,
+        batch: AVBatch,
+        *,
+        latent_length: int,
+        branch: str,
+        options: SamplingOptions | None = None,
     ) -> Any:
         """Network conditions for one branch.
 
         branch: ``"train"`` (presence flags with per-sample condition dropout for CFG),
         ``"conditional"`` (presence flags as they are) or ``"unconditional"`` (all null tokens).
         Subclasses with more guidance branches name their own and list them in :meth:`guidance`.
+        ``options``: the sampling call's options when generating (None in training / evaluation), for
+        conditions an option changes (OmniSonic's gate override).
         """
         raise NotImplementedError
 
@@ -275,11 +179,25 @@ class FlowMatchingModule(L.LightningModule):
     ) -> Tensor:
         return network.predict_velocity(x_t, t, conditions, latent_mask=latent_mask)
 
-    def guidance(self, cfg_scale: float) -> tuple[Guidance, list[str]]:
-        """The guidance rule and its branch names in branch order (standard CFG by default)."""
-        if cfg_scale == 1.0:
+    def velocity_and_logs(
+        self, network: nn.Module, x_t: Tensor, t: Tensor, conditions: Any, latent_mask: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The velocity and scalars worth logging that the network computed on the way (training / evaluation).
+
+        The default logs nothing; OmniSonic returns its mean MoE gate weight per condition. The
+        network returns what it computed; nothing is read back from attributes.
+        """
+        return self.predict_velocity(network, x_t, t, conditions, latent_mask), {}
+
+    def guidance(self, options: SamplingOptions, batch: AVBatch) -> tuple[Guidance, list[str]]:
+        """The guidance rule for one generation call and its branch names in branch order.
+
+        Standard CFG at ``options.cfg_scale`` (default: the model's ``cfg_scale``; 1 disables it).
+        """
+        scale = self.cfg_scale if options.cfg_scale is None else options.cfg_scale
+        if scale == 1.0:
             return NoGuidance(), ["conditional"]
-        return ClassifierFreeGuidance(cfg_scale), ["conditional", "unconditional"]
+        return ClassifierFreeGuidance(scale), ["conditional", "unconditional"]
 
     def prepare_targets(
         self,
@@ -316,7 +234,7 @@ class FlowMatchingModule(L.LightningModule):
         """Top-level submodules with no trainable parameter: rebuilt from config, not checkpointed."""
         names = []
         for name, child in self.named_children():
-            if name in ("network", "ema_network", "oracle_metrics"):
+            if name in ("network", "ema_network"):
                 continue
             if not any(p.requires_grad for p in child.parameters()):
                 names.append(name)
@@ -377,10 +295,12 @@ class FlowMatchingModule(L.LightningModule):
         x0 = torch.randn_like(x1)
         t = self.time_sampler(batch_size, device=x1.device)
         x_t = interpolate(x0, x1, t)
-        v = self.predict_velocity(self.network, x_t, t, conditions, latent_mask)
+        v, logs = self.velocity_and_logs(self.network, x_t, t, conditions, latent_mask)
         frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)
         loss = flow_matching_loss(v.float(), target_velocity(x0, x1).float(), frame_mask)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
+        for name, value in logs.items():
+            self.log(f"train/{name}", value, batch_size=batch_size)
         if self._trainer is not None and self._trainer.optimizers:
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=batch_size)
         return loss
@@ -411,21 +331,20 @@ class FlowMatchingModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ------------------------------------------------------------------ validation / test
-    def validation_step(self, batch: AVBatch, batch_idx: int) -> None:
-        self._evaluation_step(batch, batch_idx, "val")
+    def validation_step(self, batch: AVBatch, batch_idx: int) -> dict[str, Any] | None:
+        return self._evaluation_step(batch, batch_idx, "val")
 
-    def test_step(self, batch: AVBatch, batch_idx: int) -> None:
-        self._evaluation_step(batch, batch_idx, "test")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_oracle_metrics("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_oracle_metrics("test")
+    def test_step(self, batch: AVBatch, batch_idx: int) -> dict[str, Any] | None:
+        return self._evaluation_step(batch, batch_idx, "test")
 
     @torch.no_grad()
     def binned_losses(self, batch: AVBatch, batch_idx: int = 0) -> list[Tensor]:
         """Flow-matching loss at t = (k + 0.5) / bins for each bin k, with noise seeded by batch_idx."""
+        return self._binned_losses(batch, batch_idx)[0]
+
+    @torch.no_grad()
+    def _binned_losses(self, batch: AVBatch, batch_idx: int) -> tuple[list[Tensor], dict[str, Tensor]]:
+        """The binned losses and the logs of the conditional forward at the last bin."""
         network = self.inference_network
         x1, latent_mask = self.target_latents(batch)
         batch_size, num_latents, _ = x1.shape
@@ -435,88 +354,38 @@ class FlowMatchingModule(L.LightningModule):
         conditions = self.make_conditions(network, encoded, batch, latent_length=num_latents, branch="conditional")
         generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
         frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)
-        losses = []
+        losses, logs = [], {}
         for k in range(self.num_val_time_bins):
             # Fresh seeded noise per bin on the CPU generator: identical across devices and epochs.
             x0 = torch.randn(x1.shape, generator=generator).to(x1)
             t = torch.full((batch_size,), (k + 0.5) / self.num_val_time_bins, device=x1.device)
-            v = self.predict_velocity(network, interpolate(x0, x1, t), t, conditions, latent_mask)
+            v, logs = self.velocity_and_logs(network, interpolate(x0, x1, t), t, conditions, latent_mask)
             losses.append(flow_matching_loss(v.float(), target_velocity(x0, x1).float(), frame_mask))
-        return losses
+        return losses, logs
 
-    def _evaluation_step(self, batch: AVBatch, batch_idx: int, stage: str) -> None:
-        losses = self.binned_losses(batch, batch_idx)
+    def _evaluation_step(self, batch: AVBatch, batch_idx: int, stage: str) -> dict[str, Any] | None:
+        losses, logs = self._binned_losses(batch, batch_idx)
         batch_size = len(batch)
         for k, loss in enumerate(losses):
             self.log(f"{stage}/loss_t{k}", loss, batch_size=batch_size, sync_dist=True)
         self.log(f"{stage}/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=batch_size, sync_dist=True)
+        for name, value in logs.items():
+            self.log(f"{stage}/{name}", value, batch_size=batch_size, sync_dist=True)
         if batch_idx >= self.num_val_generate_batches:
-            return
-        waveforms, lengths = self.generate(
-            batch, num_steps=self.num_val_sampling_steps, seed=self.val_seed + batch_idx
-        )
-        self._update_oracle_metrics(batch, waveforms, lengths, stage)
-        if batch_idx == 0:
-            self._log_media(batch, waveforms, lengths, stage)
-
-    def _update_oracle_metrics(self, batch: AVBatch, waveforms: Tensor, lengths: Tensor, stage: str) -> None:
-        metas = batch.meta
-        if not metas or not all(isinstance(m, dict) and "events" in m for m in metas):
-            return
-        from avgen.eval.oracle import event_class_accuracy, onset_offset
-
-        clips = [w[: int(n)].float().cpu().numpy() for w, n in zip(waveforms, lengths)]
-        sample_rate = self.codec.sample_rate
-        offsets = []
-        for clip, meta in zip(clips, metas):
-            # Only on-screen events have a visual onset to be synchronised with (the DeSync proxy).
-            onsets = [e["onset"] for e in meta["events"] if e.get("onscreen", True)]
-            if onsets:
-                offsets.append(float(onset_offset(clip, sample_rate, onsets)))
-        if offsets:
-            self.oracle_metrics[f"{stage}_onset_offset"].update(torch.tensor(offsets, dtype=torch.float32))
-        accuracy = float(event_class_accuracy(clips, sample_rate, metas))  # nan when no sample has a class
-        if math.isfinite(accuracy):
-            scored = sum(int(m.get("class", -1)) >= 0 for m in metas)
-            self.oracle_metrics[f"{stage}_class_accuracy"].update(
-                torch.tensor(accuracy, dtype=torch.float32), weight=max(scored, 1)
-            )
-
-    def _log_oracle_metrics(self, stage: str) -> None:
-        if self.num_val_generate_batches <= 0:
-            return
-        for name in ("onset_offset", "class_accuracy"):
-            metric = self.oracle_metrics[f"{stage}_{name}"]
-            # compute() synchronises across ranks, so every rank calls it, updated or not (no hang
-            # when one rank's samples had nothing to score); the synced value is the same everywhere.
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=r".*compute.*before.*update.*")
-                value = metric.compute()
-            if torch.isfinite(value):
-                self.log(f"{stage}/{name}", value, sync_dist=True)  # already equal on all ranks
-            metric.reset()
-
-    def _log_media(self, batch: AVBatch, waveforms: Tensor, lengths: Tensor, stage: str) -> None:
-        if not isinstance(self.logger, TensorBoardLogger) or self.global_rank != 0 or self.num_val_log_samples <= 0:
-            return
-        writer = self.logger.experiment
-        sample_rate = self.codec.sample_rate
-        for i in range(min(self.num_val_log_samples, len(batch))):
-            sample_id = batch.ids[i]
-            generated = waveforms[i, : int(lengths[i])].float().cpu().clamp(-1, 1)
-            writer.add_audio(f"{stage}/audio/{sample_id}", generated, self.global_step, sample_rate=sample_rate)
-            reference = None
-            if batch.audio is not None and bool(batch.has_audio[i]):
-                reference = batch.audio[i, : int(batch.audio_lengths[i])].float().cpu()
-            writer.add_figure(
-                f"{stage}/mel/{sample_id}",
-                _spectrogram_figure(generated, reference, sample_rate, title=sample_id),
-                self.global_step,
-            )
+            return None
+        options = SamplingOptions(num_steps=self.num_val_sampling_steps, seed=self.val_seed + batch_idx)
+        waveforms, lengths = self.generate(batch, options)
+        # Scored and logged by callbacks (avgen.training.OracleMetrics, GeneratedMediaLogger).
+        return {"waveforms": waveforms, "lengths": lengths, "sample_rate": self.codec.sample_rate}
 
     # ------------------------------------------------------------------ generation
-    def _output_lengths(self, batch: AVBatch) -> tuple[int, Tensor]:
-        default = int(round(self.duration * self.codec.sample_rate))
+    def sampling_options(self, options: SamplingOptions | None = None, **fields: Any) -> SamplingOptions:
+        """The options of one call: ``options`` (default: the paper's defaults) with ``fields`` replaced."""
+        return resolve_options(self.generation.options_class, options, fields)
+
+    def _output_lengths(self, batch: AVBatch, duration: float | None = None) -> tuple[int, Tensor]:
+        seconds = self.duration if duration is None else duration
+        default = int(round(seconds * self.codec.sample_rate))
         device = self.device
         if batch.audio is not None:
             num_samples = batch.audio.shape[1]
@@ -528,36 +397,31 @@ class FlowMatchingModule(L.LightningModule):
 
     @torch.no_grad()
     def sample_latents(
-        self,
-        batch: AVBatch,
-        *,
-        num_steps: int | None = None,
-        cfg_scale: float | None = None,
-        seed: int | None = None,
-        progress: bool = False,
+        self, batch: AVBatch, options: SamplingOptions | None = None, *, progress: bool = False, **fields: Any
     ) -> tuple[Tensor, Tensor, int]:
         """Solve the flow ODE from noise: (latents (B, T, C), waveform lengths (B,), waveform samples S).
 
         Encoders run once; the guidance branches' conditions are built and concatenated once and
         evaluated in ONE batched forward per Euler step over ``sampling_times(num_steps, sampling_shift)``.
-        The noise comes from a CPU generator seeded with ``seed``, so it is the same on every device.
+        The noise comes from a CPU generator seeded with ``options.seed``, so it is the same on every device.
         """
+        options = self.sampling_options(options, **fields)
         self._check_sample_rate(batch)
-        num_steps = self.num_sampling_steps if num_steps is None else num_steps
-        cfg_scale = self.cfg_scale if cfg_scale is None else cfg_scale
-        num_samples, lengths = self._output_lengths(batch)
+        num_steps = self.num_sampling_steps if options.num_steps is None else options.num_steps
+        num_samples, lengths = self._output_lengths(batch, options.duration)
         num_latents = self.codec.num_latents(num_samples)
         latent_mask = length_mask(self.codec.latent_lengths(lengths).clamp(max=num_latents), num_latents)
 
         encoded = self.encode_conditions(batch)
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        shape = (len(batch), num_latents, self.codec.latent_channels)
-        x0 = torch.randn(shape, generator=generator).to(self.device)
+        generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
+        x0 = self.initial_noise((len(batch), num_latents, self.codec.latent_channels), generator, options)
         times = sampling_times(num_steps, self.sampling_shift).to(self.device)
-        latents = self.solve_flow(
-            batch, encoded, x0, times, latent_mask=latent_mask, cfg_scale=cfg_scale, progress=progress
-        )
+        latents = self.solve_flow(batch, encoded, x0, times, options=options, latent_mask=latent_mask, progress=progress)
         return latents, lengths, num_samples
+
+    def initial_noise(self, shape: tuple[int, ...], generator: torch.Generator | None, options: SamplingOptions) -> Tensor:
+        """x0 ~ N(0, I) of the ODE, drawn on the CPU generator (the same noise on every device)."""
+        return torch.randn(shape, generator=generator).to(self.device)
 
     @torch.no_grad()
     def solve_flow(
@@ -567,22 +431,22 @@ class FlowMatchingModule(L.LightningModule):
         x: Tensor,
         times: Tensor,
         *,
+        options: SamplingOptions,
         latent_mask: Tensor | None,
-        cfg_scale: float,
         progress: bool = False,
     ) -> Tensor:
         """Integrate the guided flow ODE from x at times[0] along ``times`` (B, T, C) -> (B, T, C).
 
-        The guidance branches' conditions are built from ``encoded`` and concatenated once; ONE
-        batched forward per Euler step. A decreasing grid integrates backwards (latent inversion:
-        data at t = 1 -> noise at t = 0).
+        The guidance of ``options`` (:meth:`guidance`) names its branches; their conditions are built
+        from ``encoded`` and concatenated once; ONE batched forward per Euler step. A decreasing grid
+        integrates backwards (latent inversion: data at t = 1 -> noise at t = 0).
         """
         network = self.inference_network
         num_latents = x.shape[1]
-        guidance, branches = self.guidance(cfg_scale)
+        guidance, branches = self.guidance(options, batch)
         branch_conditions = concat_conditions(
             [
-                self.make_conditions(network, encoded, batch, latent_length=num_latents, branch=branch)
+                self.make_conditions(network, encoded, batch, latent_length=num_latents, branch=branch, options=options)
                 for branch in branches
             ]
         )
@@ -594,49 +458,51 @@ class FlowMatchingModule(L.LightningModule):
         velocity_fn = guided_velocity_fn(predict, branch_conditions, guidance, **kwargs)
         return euler_sample(velocity_fn, x, times.to(x.device), progress=progress)
 
-    @torch.no_grad()
-    def generate(
-        self,
-        batch: AVBatch,
-        *,
-        num_steps: int | None = None,
-        cfg_scale: float | None = None,
-        seed: int | None = None,
-        progress: bool = False,
-    ) -> tuple[Tensor, Tensor]:
-        """Sample audio for a batch: (waveforms (B, S), lengths (B,)); samples past a length are zero.
-
-        The length is the batch's audio length when it carries audio, else ``duration`` seconds.
-        See :meth:`sample_latents` for the sampler; the codec decodes the latents.
-        """
-        latents, lengths, num_samples = self.sample_latents(
-            batch, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, progress=progress
-        )
+    def decode(self, latents: Tensor, num_samples: int, lengths: Tensor) -> Tensor:
+        """Latents (B, T, C) -> waveforms (B, S) of ``num_samples``, zero past each sample's length."""
         waveforms = self._decode_latents(latents)[:, :num_samples]
         if waveforms.shape[1] < num_samples:
             waveforms = nn.functional.pad(waveforms, (0, num_samples - waveforms.shape[1]))
-        waveforms = waveforms * length_mask(lengths, num_samples).to(waveforms.dtype)
-        return waveforms, lengths
+        return waveforms * length_mask(lengths, num_samples).to(waveforms.dtype)
 
-    def predict_step(self, batch: AVBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        options = dict(self.predict_options)
-        seed = options.pop("seed", None)
-        waveforms, lengths = self.generate(
-            batch, seed=None if seed is None else seed + batch_idx, **options
-        )
+    @torch.no_grad()
+    def generate(
+        self, batch: AVBatch, options: SamplingOptions | None = None, *, progress: bool = False, **fields: Any
+    ) -> tuple[Tensor, Tensor]:
+        """Sample audio for a batch: (waveforms (B, S), lengths (B,)); samples past a length are zero.
+
+        ``options``: the paper's :class:`~avgen.models.generation.SamplingOptions` (default: its
+        defaults); keyword ``fields`` replace single options (``model.generate(batch, num_steps=8)``).
+        The length is the batch's audio length when it carries audio, else ``options.duration``
+        (default: the model's ``duration``) seconds.
+        """
+        latents, lengths, num_samples = self.sample_latents(batch, options, progress=progress, **fields)
+        return self.decode(latents, num_samples, lengths), lengths
+
+    def predict_step(self, batch: AVBatch | GenerationRequest, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """``avgen generate`` / ``avgen predict``: a :class:`GenerationRequest` carries its options; a bare
+        batch uses the paper's defaults. Batch i gets seed + i."""
+        if isinstance(batch, GenerationRequest):
+            batch, options = batch.batch, batch.options
+        else:
+            options = self.sampling_options()
+        waveforms, lengths = self.generate(batch, options.for_batch(batch_idx))
         return {"ids": list(batch.ids), "waveforms": waveforms, "lengths": lengths, "sample_rate": self.codec.sample_rate}
+
+    # ------------------------------------------------------------------ initialisation from another run
+    def setup(self, stage: str) -> None:
+        """A new ``fit`` with ``init_checkpoint`` starts from its weights (before any ``--ckpt_path`` resume restore)."""
+        if stage != "fit" or not self.init_checkpoint or getattr(self, "_initialised_from", None):
+            return
+        initialise_from_checkpoint(self, self.init_checkpoint)
+        self._initialised_from = self.init_checkpoint
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["avgen"] = {"model_class": _class_name(self), "frozen_modules": self.frozen_module_names()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        info = checkpoint.get("avgen")
-        if info is not None and info.get("model_class") != _class_name(self):
-            raise CheckpointMismatchError(
-                f"checkpoint was trained with {info.get('model_class')}, config builds {_class_name(self)}; "
-                "use the config (model class_path) the checkpoint was trained with"
-            )
+        check_checkpoint_class(checkpoint, _class_name(self))
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """Load weights; frozen components may be absent (they are rebuilt from the config).
@@ -679,55 +545,3 @@ def _drop_frozen_state(module: FlowMatchingModule, state_dict: dict[str, Any], p
         drop = f"{prefix}{name}."
         for key in [k for k in state_dict if k.startswith(drop)]:
             del state_dict[key]
-
-
-def _spectrogram_figure(generated: Tensor, reference: Tensor | None, sample_rate: int, title: str):
-    """A matplotlib figure with the log-magnitude spectrogram of the generated (and reference) clip."""
-    from matplotlib.figure import Figure
-
-    clips = [("generated", generated)] + ([("reference", reference)] if reference is not None else [])
-    figure = Figure(figsize=(5 * len(clips), 3))
-    for i, (name, clip) in enumerate(clips):
-        axis = figure.add_subplot(1, len(clips), i + 1)
-        n_fft, hop = 512, 128
-        if clip.numel() < n_fft:
-            clip = nn.functional.pad(clip, (0, n_fft - clip.numel()))
-        spec = torch.stft(clip, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
-        axis.imshow(
-            (spec + 1e-5).log10().numpy(),
-            origin="lower",
-            aspect="auto",
-            extent=(0.0, clip.numel() / sample_rate, 0.0, sample_rate / 2000),
-        )
-        axis.set_title(f"{title} ({name})")
-        axis.set_xlabel("seconds")
-        axis.set_ylabel("kHz")
-    figure.tight_layout()
-    return figure
-
-
-def load_model(checkpoint_path: str, map_location: Any = "cpu", **kwargs: Any) -> FlowMatchingModule:
-    """Rebuild the model a checkpoint was trained with (any paper) and load its weights.
-
-    The class comes from the checkpoint's hyper-parameters (``_class_path``, written by the ``avgen``
-    CLI); frozen encoders and codecs are rebuilt from their config. Loads with ``weights_only=True``.
-    ``FlowMatchingModule.load_from_checkpoint`` cannot do this itself: Lightning filters the saved
-    arguments by the *base* class signature, dropping the paper's own.
-    """
-    import importlib
-
-    checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-    hparams = checkpoint.get("hyper_parameters", {})
-    class_path = hparams.get("_class_path") or checkpoint.get("avgen", {}).get("model_class")
-    if not class_path:
-        raise ValueError(
-            f"checkpoint {checkpoint_path} records no model class (not written by `avgen fit`?); "
-            "load it with <PaperClass>.load_from_checkpoint(path, **init_args) instead"
-        )
-    module_name, _, class_name = class_path.rpartition(".")
-    if not module_name.startswith("avgen."):
-        raise ValueError(f"checkpoint {checkpoint_path} names model class {class_path!r}, which is not an avgen model")
-    cls = getattr(importlib.import_module(module_name), class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, FlowMatchingModule)):
-        raise ValueError(f"checkpoint {checkpoint_path}: {class_path!r} is not a FlowMatchingModule subclass")
-    return cls.load_from_checkpoint(checkpoint_path, map_location=map_location, weights_only=True, **kwargs)

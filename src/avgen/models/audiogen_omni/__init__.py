@@ -2,6 +2,14 @@
 
 from avgen.models.audiogen_omni.module import AudioGenOmni, AudioGenOmniEncoded
 from avgen.models.audiogen_omni.network import AudioGenOmniConditions, AudioGenOmniNetwork
-from avgen.models.audiogen_omni.tasks import TASKS, AudioGenOmniTask
+from avgen.models.audiogen_omni.tasks import TASKS, AudioGenOmniGeneration, AudioGenOmniSampling
 
-__all__ = ["TASKS", "AudioGenOmni", "AudioGenOmniConditions", "AudioGenOmniEncoded", "AudioGenOmniNetwork", "AudioGenOmniTask"]
+__all__ = [
+    "TASKS",
+    "AudioGenOmni",
+    "AudioGenOmniConditions",
+    "AudioGenOmniEncoded",
+    "AudioGenOmniGeneration",
+    "AudioGenOmniNetwork",
+    "AudioGenOmniSampling",
+]

@@ -17,8 +17,8 @@ Variable length (§3.3): clips of different durations share a padded batch; the 
 padded frames out of attention and of the loss (the shared masked flow-matching loss).
 
 Inference (§4): 25 Euler steps, CFG 4.5, the unconditional branch nulls video, caption and lyrics and
-keeps the timing. Tasks (:data:`~avgen.models.audiogen_omni.tasks.TASKS`) only choose which conditions
-a sample keeps; :meth:`AudioGenOmni.generate_task` runs one.
+keeps the timing. Tasks (:mod:`avgen.models.audiogen_omni.tasks`) only choose which conditions a sample
+keeps; ``generate(batch, AudioGenOmniSampling(task=...))`` or :meth:`AudioGenOmni.generate_task`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,11 @@ from avgen.conditioning.lyrics import VoiceBPETokenizer
 from avgen.conditioning.sync import SyncEncoder
 from avgen.conditioning.t5 import T5TextEncoder
 from avgen.data.batch import AVBatch, length_mask
-from avgen.models.audiogen_omni.network import AudioGenOmniConditions, AudioGenOmniNetwork
-from avgen.models.audiogen_omni.tasks import TASKS, AudioGenOmniTask
+from avgen.models.audiogen_omni.network import AudioGenOmniConditions
+from avgen.models.audiogen_omni.tasks import TASK_CONDITIONS, AudioGenOmniGeneration, AudioGenOmniSampling
 from avgen.models.base import FlowMatchingModule
+from avgen.models.generation import SamplingOptions
+from avgen.models.registry import create_network
 from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS
 
 __all__ = ["AudioGenOmni", "AudioGenOmniEncoded", "TINY_LYRICS_TOKENIZER"]
@@ -76,6 +78,9 @@ class AudioGenOmniEncoded:
 class AudioGenOmni(FlowMatchingModule):
     """AudioGen-Omni: video / caption / lyrics / transcript (any subset) to audio, speech and song.
 
+    ``generation``: :class:`~avgen.models.audiogen_omni.tasks.AudioGenOmniGeneration` (``avgen generate``
+    options and tasks).
+
     Args:
         codec: audio codec (paper: Kling-Foley's private Mel-VAE; here the MMAudio 44.1 kHz mel-VAE +
             BigVGAN with the same 43 Hz / 1024x rates, see docs/codecs.md).
@@ -88,9 +93,12 @@ class AudioGenOmni(FlowMatchingModule):
         lyrics_vocab_size: vocabulary size when the tokenizer is not loaded (meta-device builds for
             ``avgen summary``); must agree with the tokenizer when both are known.
         lyrics_lang: language of lyrics / transcripts (a sample's ``meta["lang"]`` overrides it).
-        lyrics_dim, lyrics_max_positions, lyrics_blocks: the LT-encoder (768, 4000, 4).
-        hidden_dim, num_heads, num_joint_blocks, num_single_blocks, mlp_ratio: network size (paper
-            1024, 16, 8, 16, 4).
+        network: size preset (``avgen.models.list_networks("audiogen-omni*")``): ``"audiogen-omni"``
+            (paper, 1.556B) or ``"audiogen-omni-tiny"``; the encoders' widths, the tokenizer's vocabulary
+            and the codec's channels and rate always come from the components.
+        lyrics_dim, lyrics_max_positions, lyrics_blocks, hidden_dim, num_heads, num_joint_blocks,
+            num_single_blocks, mlp_ratio: override the preset's LT-encoder (768, 4000, 4) and backbone
+            (1024, 16, 8, 16, 4) sizes; None keeps the preset's.
         paapi, paapi_text, mask_caption_padding, mask_lyrics_filler, pooled_fusion, max_seconds:
             see :class:`~avgen.models.audiogen_omni.network.AudioGenOmniNetwork`.
         video_dropout, caption_dropout, lyrics_dropout: per-sample CFG drop probabilities (0.1).
@@ -99,6 +107,8 @@ class AudioGenOmni(FlowMatchingModule):
         max_duration: longest clip the model generates (paper: 10 s).
         **kwargs: the shared recipe (optimizer, lr_scheduler, ema_decay, duration, sampling, ...).
     """
+
+    generation = AudioGenOmniGeneration()
 
     def __init__(
         self,
@@ -111,14 +121,15 @@ class AudioGenOmni(FlowMatchingModule):
         lyrics_filename: str | None = None,
         lyrics_vocab_size: int | None = None,
         lyrics_lang: str = "en",
-        lyrics_dim: int = 768,
-        lyrics_max_positions: int = 4000,
-        lyrics_blocks: int = 4,
-        hidden_dim: int = 1024,
-        num_heads: int = 16,
-        num_joint_blocks: int = 8,
-        num_single_blocks: int = 16,
-        mlp_ratio: float = 4.0,
+        network: str = "audiogen-omni",
+        lyrics_dim: int | None = None,
+        lyrics_max_positions: int | None = None,
+        lyrics_blocks: int | None = None,
+        hidden_dim: int | None = None,
+        num_heads: int | None = None,
+        num_joint_blocks: int | None = None,
+        num_single_blocks: int | None = None,
+        mlp_ratio: float | None = None,
         paapi: bool = True,
         paapi_text: bool = True,
         mask_caption_padding: bool = False,
@@ -153,21 +164,18 @@ class AudioGenOmni(FlowMatchingModule):
             lyrics_vocab_size = tokenizer.vocab_size
         elif lyrics_vocab_size is None:
             raise ValueError("lyrics_vocab_size is needed when the tokenizer is not loaded (meta-device build)")
-        network = AudioGenOmniNetwork(
+        sizes = dict(lyrics_dim=lyrics_dim, lyrics_max_positions=lyrics_max_positions, lyrics_blocks=lyrics_blocks,
+                     hidden_dim=hidden_dim, num_heads=num_heads, num_joint_blocks=num_joint_blocks,
+                     num_single_blocks=num_single_blocks, mlp_ratio=mlp_ratio)
+        backbone = create_network(
+            network,
+            **{name: value for name, value in sizes.items() if value is not None},
             latent_channels=codec.latent_channels,
             semantic_dim=vision_encoder.output_dim,
             sync_dim=sync_encoder.output_dim,
             caption_dim=text_encoder.output_dim,
             caption_length=text_encoder.max_length,
             lyrics_vocab_size=lyrics_vocab_size,
-            lyrics_dim=lyrics_dim,
-            lyrics_max_positions=lyrics_max_positions,
-            lyrics_blocks=lyrics_blocks,
-            hidden_dim=hidden_dim,
-            num_heads=num_heads,
-            num_joint_blocks=num_joint_blocks,
-            num_single_blocks=num_single_blocks,
-            mlp_ratio=mlp_ratio,
             latent_rate=codec.sample_rate / codec.hop_length,
             semantic_rate=semantic_fps,
             paapi=paapi,
@@ -177,7 +185,7 @@ class AudioGenOmni(FlowMatchingModule):
             pooled_fusion=pooled_fusion,
             max_seconds=max_seconds,
         )
-        super().__init__(network, codec, cfg_scale=cfg_scale, num_sampling_steps=num_sampling_steps, **kwargs)
+        super().__init__(backbone, codec, cfg_scale=cfg_scale, num_sampling_steps=num_sampling_steps, **kwargs)
         self.vision_encoder = vision_encoder
         self.text_encoder = text_encoder
         self.sync_encoder = sync_encoder
@@ -272,7 +280,14 @@ class AudioGenOmni(FlowMatchingModule):
         )
 
     def make_conditions(
-        self, network: nn.Module, encoded: AudioGenOmniEncoded, batch: AVBatch, *, latent_length: int, branch: str
+        self,
+        network: nn.Module,
+        encoded: AudioGenOmniEncoded,
+        batch: AVBatch,
+        *,
+        latent_length: int,
+        branch: str,
+        options: SamplingOptions | None = None,
     ) -> AudioGenOmniConditions:
         video, caption, lyrics = encoded.video_present, encoded.caption_present, encoded.lyrics_present
         if branch == "train":
@@ -311,54 +326,61 @@ class AudioGenOmni(FlowMatchingModule):
         transcript: str | None = None,
     ) -> AVBatch:
         """The batch with only the task's conditions present (and the given texts filled in)."""
-        if task not in TASKS:
-            raise ValueError(f"unknown AudioGen-Omni task {task!r}; choose one of {', '.join(TASKS)}")
-        spec: AudioGenOmniTask = TASKS[task]
+        if task not in TASK_CONDITIONS:
+            raise ValueError(f"unknown AudioGen-Omni task {task!r}; choose one of {', '.join(TASK_CONDITIONS)}")
+        spec = TASK_CONDITIONS[task]
         size = len(batch)
 
-        def filled(values: list[str], flags: Tensor, text: str | None) -> tuple[list[str], Tensor]:
+        def filled(name: str, text: str | None) -> tuple[list[str], Tensor]:
             if text is None:
-                return list(values), flags
+                return list(getattr(batch, name)), getattr(batch, f"has_{name}")
             return [text] * size, torch.full((size,), bool(text), dtype=torch.bool)
 
-        captions, has_caption = filled(batch.caption, batch.has_caption, caption)
-        lyr, has_lyrics = filled(batch.lyrics, batch.has_lyrics, lyrics)
-        trs, has_transcript = filled(batch.transcript, batch.has_transcript, transcript)
+        captions, has_caption = filled("caption", caption)
+        lyr, has_lyrics = filled("lyrics", lyrics)
+        trs, has_transcript = filled("transcript", transcript)
         if spec.video and not bool(batch.has_video.all()):
             lacking = [i for i, h in zip(batch.ids, batch.has_video.tolist()) if not h]
-            raise ValueError(f"task {task!r} needs video but samples {lacking[:4]} have none; give --video or use {spec.text_only_alternative}")
-        if spec.text == "lyrics" and not bool(has_lyrics.any()) and lyrics is None:
-            raise ValueError(f"task {task!r} sings lyrics: give them (--lyrics TEXT; an empty string gives instrumental music)")
+            alternative = {"none": "t2a", "transcript": "tts", "lyrics": "t2song"}[spec.text]
+            raise ValueError(f"task {task!r} needs video but samples {lacking[:4]} have none; give --video or use {alternative}")
         if spec.text == "transcript" and not bool(has_transcript.all()):
-            raise ValueError(f"task {task!r} speaks a transcript: give it (--transcript TEXT)")
+            lacking = [i for i, h in zip(batch.ids, has_transcript.tolist()) if not h]
+            raise ValueError(f"task {task!r} speaks a transcript but samples {lacking[:4]} have none: give --transcript TEXT")
         if spec.caption_required and not bool(has_caption.all()):
             raise ValueError(f"task {task!r} needs a caption: give --caption TEXT")
+        # lyrics tasks accept empty lyrics: instrumental music (the paper's demo)
         return replace(
             batch,
             has_video=batch.has_video & spec.video,
             caption=captions,
-            has_caption=has_caption & spec.caption,
+            has_caption=has_caption,
             lyrics=lyr,
             has_lyrics=has_lyrics & (spec.text == "lyrics"),
             transcript=trs,
             has_transcript=has_transcript & (spec.text == "transcript"),
         )
 
-    def _with_duration(self, batch: AVBatch, duration: float | None) -> AVBatch:
-        """Generate ``duration`` seconds (up to ``max_duration``) instead of the batch's length."""
-        if duration is None:
-            return batch
+    def _with_duration(self, batch: AVBatch, duration: float) -> AVBatch:
+        """``duration`` seconds of output for every sample (the batch's audio only sets no length then)."""
         if not 0 < duration <= self.max_duration + 1e-6:
-            raise ValueError(f"duration {duration} s is outside (0, {self.max_duration}] s, the model's range")
+            raise ValueError(f"duration {duration} s is outside (0, {self.max_duration:g}] s, the model's range (max_duration)")
         size = len(batch)
-        num = int(round(duration * self.codec.sample_rate))
-        return replace(
-            batch,
-            audio=torch.zeros(size, num, device=self.device),
-            audio_lengths=torch.full((size,), num, dtype=torch.long),
-            has_audio=torch.zeros(size, dtype=torch.bool),
-            seconds_total=torch.full((size,), float(duration)),
-        )
+        return replace(batch, audio=None, audio_lengths=None, has_audio=torch.zeros(size, dtype=torch.bool),
+                       seconds_total=torch.full((size,), float(duration)))
+
+    @torch.no_grad()
+    def generate(
+        self, batch: AVBatch, options: SamplingOptions | None = None, *, progress: bool = False, **fields: Any
+    ) -> tuple[Tensor, Tensor]:
+        """Waveforms (B, S) and lengths (B,) for ``options`` (:class:`AudioGenOmniSampling`): its task keeps
+        only that task's conditions; ``duration`` (<= ``max_duration``) sets every output's length."""
+        options = self.sampling_options(options, **fields)
+        task = getattr(options, "task", None)
+        if task is not None:
+            batch = self.apply_task(batch, task)
+        if options.duration is not None:
+            batch = self._with_duration(batch, options.duration)
+        return super().generate(batch, options, progress=progress)
 
     @torch.no_grad()
     def generate_task(
@@ -375,23 +397,7 @@ class AudioGenOmni(FlowMatchingModule):
         seed: int | None = None,
         progress: bool = False,
     ) -> tuple[Tensor, Tensor]:
-        """Generate for one task (see :data:`TASKS`) -> (waveforms (B, S), lengths (B,))."""
-        batch = self._with_duration(self.apply_task(batch, task, caption=caption, lyrics=lyrics, transcript=transcript), duration)
-        return self.generate(batch, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, progress=progress)
-
-    def _output_lengths(self, batch: AVBatch) -> tuple[int, Tensor]:
-        # A batch whose audio is only a length placeholder (has_audio False) still fixes the length.
-        if batch.audio is not None and not bool(batch.has_audio.any()):
-            return batch.audio.shape[1], batch.audio_lengths.to(self.device)
-        return super()._output_lengths(batch)
-
-    def predict_step(self, batch: AVBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        options = dict(self.predict_options)
-        seed = options.pop("seed", None)
-        seed = None if seed is None else seed + batch_idx
-        task = options.pop("task", None)
-        if task is None:
-            waveforms, lengths = self.generate(batch, seed=seed, **options)
-        else:
-            waveforms, lengths = self.generate_task(batch, task, seed=seed, **options)
-        return {"ids": list(batch.ids), "waveforms": waveforms, "lengths": lengths, "sample_rate": self.codec.sample_rate}
+        """One task (:data:`~avgen.models.audiogen_omni.tasks.TASKS`) with explicit texts -> (waveforms, lengths)."""
+        batch = self.apply_task(batch, task, caption=caption, lyrics=lyrics, transcript=transcript)
+        options = AudioGenOmniSampling(task=task, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed, duration=duration)
+        return self.generate(batch, options, progress=progress)

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from avgen.conditioning.lyrics import PAD_ID, TextEmbedding
 from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS, StreamBlock
+from avgen.models.registry import register_network
 from avgen.nn import (
     AdaLNZero,
     ChannelLastConv1d,
@@ -420,3 +421,15 @@ class AudioGenOmniNetwork(nn.Module):
         """Training path: preprocess_conditions (keyword tensors) + predict_velocity."""
         prepared = self.preprocess_conditions(latent_mask=latent_mask, **conditions)
         return self.predict_velocity(x_t, t, prepared, latent_mask)
+
+
+# ---------------------------------------------------------------------------------- size presets
+# Paper size (spec §3): MetaCLIP bigG 1280-d frames, Synchformer 768-d, Flan-T5-base 768-d x 77 tokens,
+# VoiceBPE 6681 ids, MMAudio 44.1 kHz latents (40 channels at 43.07 Hz).
+_PAPER_INPUTS = dict(latent_channels=40, semantic_dim=1280, sync_dim=768, caption_dim=768, caption_length=77,
+                     lyrics_vocab_size=6681, lyrics_dim=768, lyrics_max_positions=4000, lyrics_blocks=4)
+register_network("audiogen-omni", AudioGenOmniNetwork, hidden_dim=1024, num_heads=16, num_joint_blocks=8,
+                 num_single_blocks=16, description="AudioGen-Omni paper size (1.556B; Table 1: 1.55B)", **_PAPER_INPUTS)
+register_network("audiogen-omni-tiny", AudioGenOmniNetwork, hidden_dim=64, num_heads=4, num_joint_blocks=2,
+                 num_single_blocks=2, description="AudioGen-Omni, tiny (tests, ToyWorld on a CPU)",
+                 **{**_PAPER_INPUTS, "lyrics_dim": 32, "lyrics_blocks": 2})

@@ -1,49 +1,120 @@
-"""AudioGen-Omni tasks (§1, Abstract, spec §1.1): one checkpoint, the task only chooses which
-conditions a sample keeps ("permitting arbitrary subsets of conditioning inputs during inference
-without retraining", §3.3).
+"""AudioGen-Omni's generation interface (arXiv 2508.00733, Abstract, §3.3; spec §1.1): one checkpoint,
+the task only chooses which conditions a sample keeps ("permitting arbitrary subsets of conditioning
+inputs during inference without retraining", §3.3).
 
-=========  =====  =======  ===========  ============================================
-task       video  caption  text stream  paper
-=========  =====  =======  ===========  ============================================
-v2a        yes    opt.     none         video-to-audio (Table 1), optionally captioned
-v2s        yes    opt.     transcript   video-to-speech (Tables 2-3)
-v2song     yes    opt.     lyrics       video-to-song
-t2a        no     yes      none         text-to-audio
-tts        no     yes      transcript   text-to-speech (a speaker description caption)
-t2song     no     yes      lyrics       text-to-song / music (empty lyrics: instrumental)
-=========  =====  =======  ===========  ============================================
+=========  =====  ========  ===========  ============================================
+task       video  caption   text stream  paper
+=========  =====  ========  ===========  ============================================
+v2a        yes    kept      none         video-to-audio (Table 1), optionally captioned
+v2s        yes    kept      transcript   video-to-speech (Tables 2-3)
+v2song     yes    kept      lyrics       video-to-song
+t2a        no     required  none         text-to-audio
+tts        no     kept      transcript   text-to-speech (the caption describes the speaker)
+t2song     no     kept      lyrics       text-to-song / music (empty lyrics: instrumental)
+=========  =====  ========  ===========  ============================================
 
-"opt." keeps the caption when the sample has one. Combinations beyond the table (e.g. video + caption
-+ lyrics) are the v2* tasks with a caption.
+"kept" keeps the caption where the sample has one; combinations (video + caption + lyrics ...) are the
+rows with a caption. ``avgen generate --task T`` with ``--caption`` / ``--transcript`` / ``--lyrics``
+(one sample, or replacing the texts of the data's samples for the video tasks) and ``--duration``
+(seconds, up to the model's ``max_duration``; the data is loaded at that length).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["AudioGenOmniTask", "TASKS"]
+import torch
+from torch import Tensor
+
+from avgen.data.batch import AVBatch
+from avgen.models.generation import GenerationInputs, GenerationInterface, SamplingOptions, Task
+
+__all__ = ["TASKS", "TASK_CONDITIONS", "AudioGenOmniGeneration", "AudioGenOmniSampling", "TaskConditions"]
 
 
 @dataclass(frozen=True)
-class AudioGenOmniTask:
+class TaskConditions:
     """Which conditions a task keeps. ``text``: ``"none"``, ``"transcript"`` or ``"lyrics"``."""
 
     video: bool
-    caption: bool
     caption_required: bool
     text: str
-    description: str
-
-    @property
-    def text_only_alternative(self) -> str:
-        return {"none": "t2a", "transcript": "tts", "lyrics": "t2song"}[self.text]
 
 
-TASKS: dict[str, AudioGenOmniTask] = {
-    "v2a": AudioGenOmniTask(True, True, False, "none", "video to audio (+ optional caption)"),
-    "v2s": AudioGenOmniTask(True, True, False, "transcript", "video to speech with a transcript"),
-    "v2song": AudioGenOmniTask(True, True, False, "lyrics", "video to song with lyrics"),
-    "t2a": AudioGenOmniTask(False, True, True, "none", "text to audio"),
-    "tts": AudioGenOmniTask(False, True, False, "transcript", "text to speech (caption: the speaker)"),
-    "t2song": AudioGenOmniTask(False, True, True, "lyrics", "text to song / music with lyrics"),
+TASK_CONDITIONS: dict[str, TaskConditions] = {
+    "v2a": TaskConditions(video=True, caption_required=False, text="none"),
+    "v2s": TaskConditions(video=True, caption_required=False, text="transcript"),
+    "v2song": TaskConditions(video=True, caption_required=False, text="lyrics"),
+    "t2a": TaskConditions(video=False, caption_required=True, text="none"),
+    "tts": TaskConditions(video=False, caption_required=False, text="transcript"),
+    "t2song": TaskConditions(video=False, caption_required=False, text="lyrics"),
 }
+
+TASKS: dict[str, Task] = {
+    "v2a": Task("v2a", "video (+ optional caption) to audio", needs_video=True, refuses=("transcript", "lyrics")),
+    "v2s": Task("v2s", "video to speech: --transcript (+ optional caption)", needs_video=True, refuses=("lyrics",)),
+    "v2song": Task("v2song", "video to song: --lyrics (+ optional caption)", needs_video=True, refuses=("transcript",)),
+    "t2a": Task("t2a", "text to audio: --caption", refuses=("video", "transcript", "lyrics")),
+    "tts": Task("tts", "text to speech: --transcript, --caption describes the speaker", refuses=("video", "lyrics")),
+    "t2song": Task("t2song", "text to song / music: --caption + --lyrics (empty: instrumental)",
+                   refuses=("video", "transcript")),
+}
+
+
+@dataclass
+class AudioGenOmniSampling(SamplingOptions):
+    """AudioGen-Omni's sampling options (§4: 25 Euler steps, CFG 4.5).
+
+    Attributes:
+        task: None (plain generation: every condition the data gives) or one of v2a, v2s (video +
+            transcript), v2song (video + lyrics), t2a (caption), tts (caption + transcript), t2song
+            (caption + lyrics); a task keeps only its conditions.
+    """
+
+    task: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.task is not None and self.task not in TASKS:
+            raise ValueError(f"unknown --task {self.task!r}; choose one of {', '.join(TASKS)}")
+
+
+class AudioGenOmniGeneration(GenerationInterface):
+    options_class = AudioGenOmniSampling
+    tasks = TASKS
+
+    def check(self, options: AudioGenOmniSampling, inputs: GenerationInputs, *, clip_seconds: float) -> None:  # type: ignore[override]
+        super().check(options, inputs, clip_seconds=clip_seconds)
+        if options.task is None:
+            return
+        spec = TASK_CONDITIONS[options.task]
+        single = self.single_sample(options, inputs)
+        if single and spec.text == "transcript" and inputs.transcript is None:
+            raise ValueError(f"--task {options.task} speaks a transcript: give --transcript TEXT")
+        if single and spec.caption_required and not inputs.caption:
+            raise ValueError(f"--task {options.task} needs a caption: give --caption TEXT")
+        if single and not spec.video and inputs.caption is None and inputs.transcript is None and inputs.lyrics is None:
+            raise ValueError(f"--task {options.task} generates from text: give --caption / --transcript / --lyrics")
+
+    def single_sample(self, options: AudioGenOmniSampling, inputs: GenerationInputs) -> bool:  # type: ignore[override]
+        # Without --video, texts are one text-only sample for the text tasks (and plain generation);
+        # for the video tasks they replace the texts of the data's samples.
+        if inputs.manifest is not None:
+            return False
+        text_task = options.task is None or not TASK_CONDITIONS[options.task].video
+        return inputs.video is not None or (bool(inputs.texts) and text_task)
+
+    def loading_duration(self, options: AudioGenOmniSampling) -> float | None:  # type: ignore[override]
+        return options.duration  # the video (and the output) cover the requested length
+
+    def prepare_batch(self, batch: AVBatch, options: AudioGenOmniSampling, inputs: GenerationInputs,  # type: ignore[override]
+                      reference: Tensor | None) -> AVBatch:
+        size = len(batch)
+        changes = {}
+        for name in ("caption", "transcript", "lyrics"):
+            text = getattr(inputs, name)
+            if text is not None:
+                changes[name] = [text] * size
+                changes[f"has_{name}"] = torch.full((size,), bool(text), dtype=torch.bool)
+        return dataclasses.replace(batch, **changes) if changes else batch

@@ -3,6 +3,7 @@
 from avgen.models.foleygenex.mmaudio_checkpoint import MMAudioImport, load_mmaudio_checkpoint, mmaudio_to_avgen_key
 from avgen.models.foleygenex.module import MASK_STRATEGIES, TASKS, FoleyGenEx, FoleyGenExEncoded
 from avgen.models.foleygenex.network import FoleyGenExConditions, FoleyGenExNetwork, InputEmbedding
+from avgen.models.foleygenex.tasks import FoleyGenExGeneration, FoleyGenExSampling
 
 __all__ = [
     "MASK_STRATEGIES",
@@ -10,6 +11,8 @@ __all__ = [
     "FoleyGenEx",
     "FoleyGenExConditions",
     "FoleyGenExEncoded",
+    "FoleyGenExGeneration",
+    "FoleyGenExSampling",
     "FoleyGenExNetwork",
     "InputEmbedding",
     "MMAudioImport",

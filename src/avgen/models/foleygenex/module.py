@@ -50,7 +50,11 @@ from avgen.flow import sampling_times
 from avgen.models.base import FlowMatchingModule
 from avgen.models.foleygenex.masking import semantic_mask_weights, time_window_mask, training_generate_mask
 from avgen.models.foleygenex.mmaudio_checkpoint import MMAudioImport, load_mmaudio_checkpoint
-from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS, FoleyGenExConditions, FoleyGenExNetwork
+from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS, FoleyGenExConditions
+from avgen.models.foleygenex.tasks import TASKS as TASK_TABLE
+from avgen.models.foleygenex.tasks import FoleyGenExGeneration, FoleyGenExSampling
+from avgen.models.generation import SamplingOptions
+from avgen.models.registry import create_network
 
 try:  # the sync encoder module may be split from the CLIP one
     from avgen.conditioning import SyncEncoder
@@ -60,7 +64,7 @@ except ImportError:  # pragma: no cover - resolved once avgen.conditioning expor
 __all__ = ["FoleyGenEx", "FoleyGenExEncoded", "MASK_STRATEGIES", "TASKS"]
 
 MASK_STRATEGIES = ("none", "m1", "m2", "m3", "full")
-TASKS = ("tta", "vta", "tc-vta", "ac-vta", "fe", "edit")
+TASKS = tuple(TASK_TABLE)
 
 
 @dataclass
@@ -80,13 +84,19 @@ class FoleyGenExEncoded:
 class FoleyGenEx(FlowMatchingModule):
     """FoleyGenEx / MMAudio video(+text)-to-audio flow-matching model.
 
+    Generation: :meth:`generate` with :class:`~avgen.models.foleygenex.tasks.FoleyGenExSampling`
+    options (``task=None``: plain generation from the batch's video and caption; a task name: one of
+    the six tasks of §3.2 through :meth:`generate_task`).
+
     Args:
         codec: audio codec (x1 = its latents); the network's latent channels follow it.
         vision_encoder: CLIP image tower for the semantic stream (MMAudio: DFN5B-CLIP-ViT-H-14-384).
         text_encoder: CLIP text tower for captions (per-token states, ``context_length`` tokens).
         sync_encoder: Synchformer visual branch for the synchronisation stream.
-        hidden_dim, num_heads, num_joint_blocks, num_single_blocks, mlp_ratio: backbone size
-            (paper: 896, 14, 7, 14, 4 = MMAudio-L-44.1kHz).
+        network: a size preset of :func:`avgen.models.list_networks` (default ``mmaudio-l-44k``, the
+            paper's MMAudio-L-44.1kHz); its input widths are replaced by what the encoders and codec give.
+        hidden_dim, num_heads, num_joint_blocks, num_single_blocks, mlp_ratio: override the preset's
+            backbone size (paper: 896, 14, 7, 14, 4).
         final_layer_condition: ``"global"`` (MMAudio's checkpoints) or ``"frame_aligned"``.
         video_dropout, text_dropout: per-sample CFG condition dropout probabilities.
         mask_strategy: ``"full"`` (FoleyGenEx) or an ablation ``"m1" | "m2" | "m3"`` (Fig. 6), or
@@ -112,11 +122,12 @@ class FoleyGenEx(FlowMatchingModule):
         text_encoder: CLIPTextEncoder,
         sync_encoder: SyncEncoder,
         *,
-        hidden_dim: int = 896,
-        num_heads: int = 14,
-        num_joint_blocks: int = 7,
-        num_single_blocks: int = 14,
-        mlp_ratio: float = 4.0,
+        network: str = "mmaudio-l-44k",
+        hidden_dim: int | None = None,
+        num_heads: int | None = None,
+        num_joint_blocks: int | None = None,
+        num_single_blocks: int | None = None,
+        mlp_ratio: float | None = None,
         final_layer_condition: str = "global",
         cfg_scale: float = 4.5,
         num_sampling_steps: int = 25,
@@ -142,23 +153,22 @@ class FoleyGenEx(FlowMatchingModule):
             raise ValueError(f"mask_strategy must be one of {MASK_STRATEGIES}, got {mask_strategy!r}")
         if not 0.0 < span_min_fraction <= span_max_fraction <= 1.0:
             raise ValueError(f"need 0 < span_min_fraction <= span_max_fraction <= 1, got {span_min_fraction}, {span_max_fraction}")
-        network = FoleyGenExNetwork(
+        sizes = dict(hidden_dim=hidden_dim, num_heads=num_heads, num_joint_blocks=num_joint_blocks,
+                     num_single_blocks=num_single_blocks, mlp_ratio=mlp_ratio)
+        backbone = create_network(
+            network,
+            **{name: value for name, value in sizes.items() if value is not None},
             latent_channels=codec.latent_channels,
             semantic_dim=vision_encoder.output_dim,
             sync_dim=sync_encoder.output_dim,
             text_dim=text_encoder.output_dim,
             text_length=text_encoder.context_length,
-            hidden_dim=hidden_dim,
-            num_heads=num_heads,
-            num_joint_blocks=num_joint_blocks,
-            num_single_blocks=num_single_blocks,
-            mlp_ratio=mlp_ratio,
             final_layer_condition=final_layer_condition,
             conditional_injection=mask_strategy in ("m3", "full"),
             input_embedding_kernel_size=input_embedding_kernel_size,
             input_embedding_groups=input_embedding_groups,
         )
-        super().__init__(network, codec, cfg_scale=cfg_scale, num_sampling_steps=num_sampling_steps, **kwargs)
+        super().__init__(backbone, codec, cfg_scale=cfg_scale, num_sampling_steps=num_sampling_steps, **kwargs)
         self.vision_encoder = vision_encoder
         self.text_encoder = text_encoder
         self.sync_encoder = sync_encoder
@@ -229,6 +239,7 @@ class FoleyGenEx(FlowMatchingModule):
         *,
         latent_length: int,
         branch: str,
+        options: SamplingOptions | None = None,
     ) -> FoleyGenExConditions:
         video, text = encoded.video_present, encoded.text_present
         if branch == "train":
@@ -381,12 +392,6 @@ class FoleyGenEx(FlowMatchingModule):
         x0 = self._noise(shape, generator)
         return x0 + cond_latent if self.noise_summation else x0
 
-    def _decode(self, latents: Tensor, num_samples: int, lengths: Tensor) -> Tensor:
-        waveforms = self._decode_latents(latents)[:, :num_samples]
-        if waveforms.shape[1] < num_samples:
-            waveforms = nn.functional.pad(waveforms, (0, num_samples - waveforms.shape[1]))
-        return waveforms * length_mask(lengths, num_samples).to(waveforms.dtype)
-
     def _task_caption(self, batch: AVBatch, caption: list[str] | None, contradicting: bool) -> list[str]:
         if caption is not None:
             if len(caption) != len(batch):
@@ -405,6 +410,23 @@ class FoleyGenEx(FlowMatchingModule):
             raise ValueError(
                 f"task {task!r} needs video but no sample of {batch.ids[:4]} carries any; use task 'tta' for text only"
             )
+
+    generation = FoleyGenExGeneration()
+
+    @torch.no_grad()
+    def generate(
+        self, batch: AVBatch, options: SamplingOptions | None = None, *, progress: bool = False, **fields: Any
+    ) -> tuple[Tensor, Tensor]:
+        """Waveforms (B, S) and lengths (B,) for ``options`` (:class:`FoleyGenExSampling`): its task, or
+        plain generation when ``options.task`` is None (the shared recipe)."""
+        options = self.sampling_options(options, **fields)
+        task = getattr(options, "task", None)
+        if task is None:
+            return super().generate(batch, options, progress=progress)
+        return self.generate_task(
+            batch, task, num_steps=options.num_steps, cfg_scale=options.cfg_scale, seed=options.seed,
+            edit_window=options.edit_window, total_duration=options.total_duration, progress=progress,
+        )
 
     @torch.no_grad()
     def generate_task(
@@ -455,12 +477,12 @@ class FoleyGenEx(FlowMatchingModule):
                 batch, reference_audio, reference_lengths, total_duration=total_duration, **opts
             )
             lengths = torch.full((len(batch),), num_samples, dtype=torch.long, device=self.device)
-            return self._decode(latents, num_samples, lengths), lengths
+            return self.decode(latents, num_samples, lengths), lengths
         if task == "edit":
             latents, lengths, num_samples = self.edit_latents(
                 batch, reference_audio, reference_lengths, caption=caption, edit_window=edit_window, **opts
             )
-            return self._decode(latents, num_samples, lengths), lengths
+            return self.decode(latents, num_samples, lengths), lengths
 
         if total_duration is not None:
             num_samples = round(total_duration * sample_rate)
@@ -473,7 +495,7 @@ class FoleyGenEx(FlowMatchingModule):
 
         if task == "ac-vta":
             latents = self._ac_vta_latents(batch, encoded, reference_audio, reference_lengths, latent_mask, **opts)
-            return self._decode(latents, num_samples, lengths), lengths
+            return self.decode(latents, num_samples, lengths), lengths
 
         if task == "tta":
             encoded = replace(encoded, video_present=torch.zeros_like(encoded.video_present))
@@ -488,9 +510,9 @@ class FoleyGenEx(FlowMatchingModule):
             encoded = replace(encoded, text_features=text, text_present=present)
         x0 = self._noise((len(batch), num_latents, self.codec.latent_channels), generator)
         times = sampling_times(num_steps, self.sampling_shift)
-        latents = self.solve_flow(batch, encoded, x0, times, latent_mask=latent_mask, cfg_scale=cfg_scale,
+        latents = self.solve_flow(batch, encoded, x0, times, latent_mask=latent_mask, options=SamplingOptions(cfg_scale=cfg_scale),
                                   progress=progress)
-        return self._decode(latents, num_samples, lengths), lengths
+        return self.decode(latents, num_samples, lengths), lengths
 
     def _ac_vta_latents(self, batch, encoded, reference_audio, reference_lengths, target_mask, *, num_steps,
                         cfg_scale, generator, progress) -> Tensor:
@@ -520,7 +542,7 @@ class FoleyGenEx(FlowMatchingModule):
         )
         x0 = self._initial_noise((batch_size, total, channels), cond_latent, generator)
         times = sampling_times(num_steps, self.sampling_shift)
-        latents = self.solve_flow(batch, task_encoded, x0, times, latent_mask=latent_mask, cfg_scale=cfg_scale,
+        latents = self.solve_flow(batch, task_encoded, x0, times, latent_mask=latent_mask, options=SamplingOptions(cfg_scale=cfg_scale),
                                   progress=progress)
         return latents[:, num_ref:]
 
@@ -590,7 +612,7 @@ class FoleyGenEx(FlowMatchingModule):
             window_encoded = replace(encoded, semantic_features=semantic, sync_features=sync,
                                      generate_mask=generate, cond_latent=cond_latent)
             x0 = self._initial_noise((batch_size, length, channels), cond_latent, generator)
-            latents = self.solve_flow(batch, window_encoded, x0, times, latent_mask=None, cfg_scale=cfg_scale,
+            latents = self.solve_flow(batch, window_encoded, x0, times, latent_mask=None, options=SamplingOptions(cfg_scale=cfg_scale),
                                       progress=progress)
             out[:, filled:end] = latents[:, ctx:]
             filled, first = end, False
@@ -663,25 +685,8 @@ class FoleyGenEx(FlowMatchingModule):
             target = replace(source, semantic_features=torch.zeros_like(encoded.semantic_features),
                              text_features=text, text_present=present)
         times = sampling_times(num_steps, self.sampling_shift)
-        noise = self.solve_flow(batch, source, x1, times.flip(0), latent_mask=latent_mask, cfg_scale=1.0,
+        noise = self.solve_flow(batch, source, x1, times.flip(0), latent_mask=latent_mask, options=SamplingOptions(cfg_scale=1.0),
                                 progress=progress)
-        regenerated = self.solve_flow(batch, target, noise, times, latent_mask=latent_mask, cfg_scale=cfg_scale,
+        regenerated = self.solve_flow(batch, target, noise, times, latent_mask=latent_mask, options=SamplingOptions(cfg_scale=cfg_scale),
                                       progress=progress)
         return torch.where(edit.unsqueeze(-1), regenerated, x1), lengths, num_samples
-
-    def predict_step(self, batch: AVBatch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """``avgen generate``: the task and its inputs come from ``predict_options`` (default VTA)."""
-        options = dict(self.predict_options)
-        task = options.pop("task", None) or "vta"
-        seed = options.pop("seed", None)
-        known = {"num_steps", "cfg_scale", "reference_audio", "reference_lengths", "caption", "edit_window",
-                 "total_duration"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown predict options {unknown}; FoleyGenEx takes {sorted(known | {'task', 'seed'})}")
-        options = {k: v for k, v in options.items() if v is not None}
-        waveforms, lengths = self.generate_task(
-            batch, task, seed=None if seed is None else seed + batch_idx, **options
-        )
-        return {"ids": list(batch.ids), "waveforms": waveforms, "lengths": lengths,
-                "sample_rate": self.codec.sample_rate, "task": task}

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from avgen.models.registry import register_network
 from avgen.nn import (
     AdaLNZero,
     ChannelLastConv1d,
@@ -503,3 +504,18 @@ class FoleyGenExNetwork(nn.Module):
             sync_frame_mask=sync_frame_mask,
         )
         return self.predict_velocity(x_t, t, conditions, latent_mask)
+
+
+# ---------------------------------------------------------------------------------- size presets
+# MMAudio's four released networks (mmaudio/model/networks.py; reference/mmaudio_av_benchmark.md):
+# CLIP DFN5B 1024-d frames and 77 text tokens, Synchformer 768-d, head dim 64, MLP ratio 4.
+_MMAUDIO_INPUTS = dict(semantic_dim=1024, sync_dim=768, text_dim=1024, text_length=77, mlp_ratio=4.0)
+register_network("mmaudio-s-16k", FoleyGenExNetwork, latent_channels=20, hidden_dim=448, num_heads=7,
+                 num_joint_blocks=4, num_single_blocks=8, description="MMAudio small_16k (157M)", **_MMAUDIO_INPUTS)
+register_network("mmaudio-s-44k", FoleyGenExNetwork, latent_channels=40, hidden_dim=448, num_heads=7,
+                 num_joint_blocks=4, num_single_blocks=8, description="MMAudio small_44k (157M)", **_MMAUDIO_INPUTS)
+register_network("mmaudio-m-44k", FoleyGenExNetwork, latent_channels=40, hidden_dim=896, num_heads=14,
+                 num_joint_blocks=4, num_single_blocks=8, description="MMAudio medium_44k (621M)", **_MMAUDIO_INPUTS)
+register_network("mmaudio-l-44k", FoleyGenExNetwork, latent_channels=40, hidden_dim=896, num_heads=14,
+                 num_joint_blocks=7, num_single_blocks=14,
+                 description="MMAudio large_44k = MMAudio-L-44.1kHz, FoleyGenEx's paper size (1.03B)", **_MMAUDIO_INPUTS)

@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from avgen.models.registry import register_network
 from avgen.nn import (
     MLP,
     AdaLNZero,
@@ -129,6 +130,8 @@ class OmniSonicConditions:
     the learned null token (valid mask = first position only). ``visual`` is (B, N, d_vis) with
     the learned null frame where video is absent or dropped. ``visual_to_onscreen`` (B,) bool:
     True -> the visual block joins the on-screen caption's sequence, False -> the transcript's.
+    ``gate_logits_override``: pre-softmax MoE scores of the named conditions for this sampling call
+    (Fig. 4, e.g. ``{"speech": 0.0}``); None uses the gate MLP's scores.
     """
 
     onscreen: Tensor  # (B, L_on, d_env)
@@ -139,6 +142,7 @@ class OmniSonicConditions:
     speech_mask: Tensor  # (B, L_sp) bool
     visual: Tensor  # (B, N, d_vis)
     visual_to_onscreen: Tensor  # (B,) bool
+    gate_logits_override: dict[str, float] | None = None
 
 
 class TriCrossAttention(nn.Module):
@@ -280,6 +284,10 @@ class OmniSonicNetwork(nn.Module):
             features (paper: 1024, 768, 512).
         hidden_dim, depth, num_heads, patch_size, mlp_ratio: paper 1152, 28, 16, 2, 4 (DiT-XL;
             the head count is not given by the paper, DiT-XL uses 16).
+        qk_norm: per-head RMS norm of queries and keys in every self- and cross-attention
+            (default True, avgen's choice for training stability, as MMAudio / SD3). The paper does
+            not mention it and DiT, whose blocks the TriAttn-DiT extends, has none: ``False`` gives
+            DiT's plain scaled dot-product attention.
         gating: ``"moe"`` (Eq. 8), ``"sum"`` or ``"mean"`` (Table 3 "w/o MoE gating").
         gate_hidden_dim: hidden width of the gate MLP (paper: "lightweight"; not given).
         timestep_scale: t in [0, 1] is multiplied by this before the sinusoids (DiT trains on
@@ -320,10 +328,6 @@ class OmniSonicNetwork(nn.Module):
         self.gating = gating
         self.self_attention_rope = self_attention_rope
         self.rope_theta = rope_theta
-        # Inference-time override of the pre-softmax gate scores (Fig. 4); None = the MLP's scores.
-        self.gate_logits_override: dict[str, float] | None = None
-        # Gate weights of the last forward (B, depth, 3), detached, for logging.
-        self.gate_weights: Tensor | None = None
 
         # 1. patchify
         self.patch_embed = nn.Conv2d(latent_channels, hidden_dim, kernel_size=patch_size, stride=patch_size)
@@ -375,6 +379,7 @@ class OmniSonicNetwork(nn.Module):
         speech_present: Tensor,
         visual_present: Tensor,
         visual_to_onscreen: Tensor,
+        gate_logits_override: dict[str, float] | None = None,
     ) -> OmniSonicConditions:
         """Replace absent / dropped conditions by the learned null tokens.
 
@@ -399,7 +404,12 @@ class OmniSonicNetwork(nn.Module):
         sp, sp_mask = text(speech, speech_present, self.null_speech)
         keep_v = visual_present.to(visual.device)[:, None, None]
         visual = torch.where(keep_v, visual, self.null_visual.to(visual.dtype).expand_as(visual))
-        return OmniSonicConditions(on, on_mask, off, off_mask, sp, sp_mask, visual, visual_to_onscreen.bool())
+        if gate_logits_override:
+            unknown = set(gate_logits_override) - set(CONDITIONS)
+            if unknown:
+                raise ValueError(f"gate_logits_override names unknown conditions {sorted(unknown)}; use {CONDITIONS}")
+        return OmniSonicConditions(on, on_mask, off, off_mask, sp, sp_mask, visual, visual_to_onscreen.bool(),
+                                   dict(gate_logits_override) if gate_logits_override else None)
 
     def frame_condition(self, t: Tensor, visual: Tensor, num_columns: int) -> Tensor:
         """Eq. 5 input: c_vt = c_v W_v + t (B, N, D), nearest-upsampled to the T' columns -> (B, T', D)."""
@@ -448,9 +458,18 @@ class OmniSonicNetwork(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def predict_velocity(
-        self, x_t: Tensor, t: Tensor, conditions: OmniSonicConditions, latent_mask: Tensor | None = None
-    ) -> Tensor:
-        """x_t (B, C, T, F) latent map, t (B,), latent_mask (B, T) bool -> velocity (B, C, T, F)."""
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        conditions: OmniSonicConditions,
+        latent_mask: Tensor | None = None,
+        *,
+        return_gate_weights: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x_t (B, C, T, F) latent map, t (B,), latent_mask (B, T) bool -> velocity (B, C, T, F).
+
+        With ``return_gate_weights`` also the MoE gate weights of every block, (B, depth, 3) (detached).
+        """
         batch, channels, frames, bins = x_t.shape
         if channels != self.latent_channels or bins != self.frequency_bins:
             raise ValueError(
@@ -486,18 +505,27 @@ class OmniSonicNetwork(nn.Module):
             "query_angles": query_angles,
             "key_angles": key_angles,
             "visual_ranges": ranges,
-            "logits_override": self.gate_logits_override,
+            "logits_override": conditions.gate_logits_override,
         }
         self_angles = query_angles if self.self_attention_rope else None
         weights = []
         for block in self.blocks:
             tokens, w = block(tokens, c, rows, cross_inputs, self_angles=self_angles, token_mask=token_mask)
             weights.append(w)
-        self.gate_weights = torch.stack(weights, dim=1).detach()  # (B, depth, 3)
+        gate_weights = torch.stack(weights, dim=1).detach()  # (B, depth, 3)
 
         out = self.final_layer(tokens, _per_token(c, rows))  # (B, L, p*p*C)
         out = rearrange(out, "b (tc fr) (pt pf c) -> b c (tc pt) (fr pf)", tc=columns, fr=rows, pt=p, pf=p)
-        return out[:, :, :frames, :bins]
+        velocity = out[:, :, :frames, :bins]
+        return (velocity, gate_weights) if return_gate_weights else velocity
 
     def forward(self, x_t: Tensor, t: Tensor, conditions: OmniSonicConditions, latent_mask: Tensor | None = None) -> Tensor:
         return self.predict_velocity(x_t, t, conditions, latent_mask)
+
+
+# ---------------------------------------------------------------------------------- size presets
+# OmniSonic §4 / A.5: DiT-XL/2 (hidden 1152, 28 blocks, patch 2; DiT-XL's 16 heads) on AudioLDM's
+# 8 x T x 16 latent map, FLAN-T5-large 1024-d captions, SpeechT5 768-d transcript, CLIP 512-d frames.
+register_network("omnisonic-xl", OmniSonicNetwork, latent_channels=8, frequency_bins=16, env_dim=1024,
+                 speech_dim=768, visual_dim=512, hidden_dim=1152, depth=28, num_heads=16, patch_size=2,
+                 mlp_ratio=4.0, description="OmniSonic TriAttn-DiT, paper size (DiT-XL/2)")

@@ -1,0 +1,85 @@
+"""The ``avgen`` command (``avgen --help`` lists the subcommands).
+
+* ``avgen fit|validate|test|predict --config configs/<paper>/<name>.yaml [--a.b=c]``: LightningCLI in
+  subclass mode for model and data, so any model runs on any datamodule (design §2).
+* ``avgen generate --config C --ckpt_path K --output_dir D [inputs] [options]``: one ``<id>.wav`` per
+  sample; the options (and their help) come from the configured paper's generation interface
+  (``models/<paper>/tasks.py``), so this package names no paper.
+* ``avgen summary --config C``: parameter counts per submodule, built on the meta device.
+* ``avgen toyworld export --n N --output_dir D``: ToyWorld as real files (mp4 + wav + manifest).
+
+Heavy modules (torch, Lightning) are imported only by the subcommand that runs, so ``--help`` is quick.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+__all__ = ["main", "run_cli"]
+
+COMMANDS = {
+    "fit": "Train a model: avgen fit --config configs/<paper>/<name>.yaml [--a.b=c ...]",
+    "validate": "Run the validation loop (loss per t bin, oracle metrics) of a config or checkpoint",
+    "test": "Run the test loop of a config, usually with --ckpt_path",
+    "predict": "Run Trainer.predict over the datamodule's predict split",
+    "generate": "Write one <id>.wav per sample from a checkpoint (datamodule predict split, a manifest or one video)",
+    "summary": "Print parameter counts per submodule without allocating weights (meta device)",
+    "toyworld": "ToyWorld data tools: `avgen toyworld export` writes mp4 + wav + manifest files",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "generate")
+
+
+def usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = [
+        "usage: avgen <command> [options]",
+        "",
+        "avgen: train, evaluate and sample video-to-audio / audio-video generation models",
+        "(OmniSonic, AudioGen-Omni, FoleyGenEx, Harmony) with PyTorch Lightning.",
+        "",
+        "commands:",
+        *(f"  {name.ljust(width)}  {text}" for name, text in COMMANDS.items()),
+        "",
+        "Run `avgen <command> --help` for the options of a command, e.g.",
+        "  avgen fit --config configs/foleygenex/tiny.yaml --trainer.max_steps=100",
+        "  avgen fit --config configs/foleygenex/tiny.yaml --print_config",
+        "  avgen generate --config configs/omnisonic/tiny.yaml --help   (the paper's generation options)",
+    ]
+    return "\n".join(lines)
+
+
+def run_cli(args=None, *, run: bool = True):
+    """Build (and with ``run`` execute) the LightningCLI of ``avgen fit|validate|test|predict|generate``.
+
+    ``run=False`` only parses ``args`` (no subcommand) and instantiates model, data and trainer,
+    for notebooks and tests: ``run_cli(["--config", "configs/foleygenex/tiny.yaml"], run=False).model``.
+    """
+    from avgen.cli.lightning import run_cli as _run_cli
+
+    return _run_cli(args, run=run)
+
+
+def main(args: Optional[list[str]] = None) -> None:
+    """Entry point of the ``avgen`` console script; ``args`` replaces ``sys.argv[1:]`` (tests)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return
+    command = argv[0]
+    if command == "summary":
+        from avgen.cli.summary import summary
+
+        summary(argv[1:])
+    elif command == "toyworld":
+        from avgen.cli.toyworld import toyworld
+
+        toyworld(argv[1:])
+    elif command in LIGHTNING_COMMANDS:
+        from avgen.cli.lightning import run_cli as _run_cli
+
+        # args=None lets LightningCLI read sys.argv itself (the DDP launcher re-executes it).
+        _run_cli(None if args is None else argv)
+    else:
+        print(usage(), file=sys.stderr)
+        raise SystemExit(f"avgen: unknown command {command!r}; choose one of {', '.join(COMMANDS)}")

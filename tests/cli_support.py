@@ -1,0 +1,30 @@
+"""Shared set-up of the console-script tests (tests/ is put on sys.path by conftest.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FOLEYGENEX_TINY = str(REPO / "configs" / "foleygenex" / "tiny.yaml")
+# The tiny config shrunk further: small splits, 1 s clips, short validation sampling.
+FOLEYGENEX_FAST = [
+    "--data.init_args.batch_size=4",
+    "--data.init_args.first.init_args.train_size=8",
+    "--data.init_args.second.init_args.train_size=8",
+    "--data.init_args.first.init_args.val_size=4",
+    "--data.init_args.first.init_args.test_size=4",
+    "--data.init_args.first.init_args.predict_size=2",
+    "--data.init_args.first.init_args.duration=1.0",
+    "--data.init_args.second.init_args.duration=1.0",
+    "--model.init_args.duration=1.0",
+    "--model.init_args.num_val_sampling_steps=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+def last_checkpoint(root: Path) -> Path:
+    """The newest last.ckpt under a run root."""
+    candidates = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    assert candidates, f"no last.ckpt under {root}"
+    return candidates[-1]
