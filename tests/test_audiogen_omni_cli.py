@@ -28,7 +28,6 @@ FAST = [
     "--model.init_args.duration=1.0",
     "--model.init_args.max_duration=1.0",
     "--model.init_args.num_val_sampling_steps=2",
-    "--model.init_args.num_val_log_samples=0",
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
 ]
@@ -97,3 +96,37 @@ def test_text_to_audio_from_the_console_script(trained, tmp_path):
     waves = _wavs(out)
     assert list(waves) == ["sample"] and waves["sample"].shape == (SR,)
     _sane(waves["sample"])
+
+
+@pytest.mark.parametrize(
+    "task, args, count",
+    [
+        ("v2a", [], 2),
+        ("v2s", ["--transcript", "red ball"], 2),
+        ("v2song", ["--lyrics", "la la yo"], 2),
+        ("tts", ["--caption", "a low voice speaks", "--transcript", "hello look up"], 1),
+        ("t2song", ["--caption", "a high voice sings a melody", "--lyrics", "la la"], 1),
+    ],
+)
+def test_each_task_generates_from_the_console_entry(trained, tmp_path, task, args, count):
+    root, ckpt = trained
+    out = tmp_path / task
+    main(["generate", "--config", TINY, *FAST, f"--trainer.default_root_dir={root}", "--ckpt_path", str(ckpt),
+          "--output_dir", str(out), "--num_steps", "2", "--seed", "0", "--task", task, "--duration", "0.8", *args])
+    waves = _wavs(out)
+    assert len(waves) == count
+    for audio in waves.values():
+        assert audio.shape == (round(0.8 * SR),)  # --duration sets every output's length
+        _sane(audio)
+
+
+def test_task_flags_that_do_not_fit_are_refused_before_loading(trained, tmp_path):
+    root, ckpt = trained
+    base = ["generate", "--config", TINY, *FAST, f"--trainer.default_root_dir={root}", "--ckpt_path", str(ckpt),
+            "--output_dir", str(tmp_path)]
+    with pytest.raises(ValueError, match="--task t2a does not take --lyrics"):
+        main([*base, "--task", "t2a", "--caption", "x", "--lyrics", "la"])
+    with pytest.raises(ValueError, match="--task tts speaks a transcript"):
+        main([*base, "--task", "tts", "--caption", "a voice"])
+    with pytest.raises(ValueError, match="outside"):
+        main([*base, "--task", "t2a", "--caption", "a drum", "--duration", "3"])

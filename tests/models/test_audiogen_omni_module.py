@@ -113,8 +113,10 @@ def test_tasks_keep_only_their_conditions_and_name_missing_inputs(model, world):
     no_video = _batch(world, [1], scenario="tta")
     with pytest.raises(ValueError, match="needs video.*t2a"):
         model.apply_task(no_video, "v2a")
-    with pytest.raises(ValueError, match="--lyrics"):
-        model.apply_task(batch, "t2song", caption="a song")
+    instrumental = model.apply_task(batch, "t2song", caption="a song", lyrics="")
+    assert not instrumental.has_lyrics.any()  # empty lyrics: instrumental music (the paper's demo)
+    with pytest.raises(ValueError, match="--transcript"):
+        model.apply_task(_batch(world, [1], scenario="song"), "v2s")
     with pytest.raises(ValueError, match="unknown AudioGen-Omni task"):
         model.apply_task(batch, "v2x")
     waves, lengths = model.generate_task(batch, "t2song", caption="a voice sings", lyrics="la la",
@@ -168,7 +170,12 @@ def test_paper_config_is_table_1_size(capsys):
 def test_paper_config_recipe():
     cfg = yaml.safe_load((CONFIGS / "paper.yaml").read_text())
     model = cfg["model"]["init_args"]
-    assert (model["hidden_dim"], model["num_heads"], model["num_joint_blocks"], model["num_single_blocks"]) == (1024, 16, 8, 16)
+    from avgen.models import network_preset
+
+    assert model["network"] == "audiogen-omni"
+    preset = network_preset("audiogen-omni").kwargs
+    assert (preset["hidden_dim"], preset["num_heads"], preset["num_joint_blocks"], preset["num_single_blocks"]) == (1024, 16, 8, 16)
+    assert (preset["lyrics_dim"], preset["lyrics_max_positions"], preset["lyrics_blocks"]) == (768, 4000, 4)
     assert model["cfg_scale"] == 4.5 and model["num_sampling_steps"] == 25 and model["max_duration"] == 10.0
     opt, sched = model["optimizer"]["init_args"], model["lr_scheduler"]
     assert opt["lr"] == 1e-5 and opt["weight_decay"] == 1e-3
