@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from avgen.nn import CrossAttention, RMSNorm, SelfAttention, joint_attention, rope_angles, scaled_dot_product_attention
@@ -62,6 +63,21 @@ def test_rmsnorm_formula():
     x = torch.randn(3, 4, 8)
     expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
     torch.testing.assert_close(norm(x), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_default_eps_matches_torch_rmsnorm(dtype):
+    """eps=None computes what torch.nn.RMSNorm(eps=None) (MMAudio's QK-norm) computes, in fp32 and bf16."""
+    ours, theirs = RMSNorm(8, eps=None), torch.nn.RMSNorm(8)
+    with torch.no_grad():
+        ours.weight.copy_(1 + 0.2 * torch.randn(8))
+        theirs.weight.copy_(ours.weight)
+    x = (1e-3 * torch.randn(3, 4, 8)).to(dtype)  # mean square ~1e-6: tiny activations, where eps matters
+    eps = torch.finfo(torch.float32).eps  # torch takes the upcast (fp32) type's epsilon for bf16 too
+    expected = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps) * ours.weight
+    torch.testing.assert_close(ours(x), expected.to(dtype))
+    torch.testing.assert_close(ours(x), theirs.to(dtype)(x))
+    assert not torch.allclose(RMSNorm(8, eps=1e-6)(x).float(), expected, rtol=2e-2, atol=0)  # the test can fail
 
 
 def test_self_attention_ignores_masked_tokens():

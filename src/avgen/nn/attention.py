@@ -47,18 +47,26 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
 
 
 class RMSNorm(nn.Module):
-    """RMS normalisation with a learnable gain (QK-norm over the head dim, SD3/MMAudio)."""
+    """RMS normalisation with a learnable gain (QK-norm over the head dim, SD3/MMAudio).
 
-    def __init__(self, dim: int, eps: float = 1e-6):
+    eps: added to the mean square. None does what ``torch.nn.RMSNorm(eps=None)`` (MMAudio's
+    QK-norm) computes: the machine epsilon of the dtype the statistics are computed in, which is
+    fp32 (1.19e-7) for fp16 / bf16 / fp32 inputs (torch upcasts half types and takes the upcast
+    type's epsilon) and fp64's for fp64. The statistics are computed in fp32 (or fp64) either way.
+    """
+
+    def __init__(self, dim: int, eps: float | None = 1e-6):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        x_float = x.float()
-        normed = x_float * torch.rsqrt(x_float.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        compute_dtype = torch.promote_types(x.dtype, torch.float32)
+        eps = torch.finfo(compute_dtype).eps if self.eps is None else self.eps
+        x_float = x.to(compute_dtype)
+        normed = x_float * torch.rsqrt(x_float.pow(2).mean(dim=-1, keepdim=True) + eps)
         # cast back to x's dtype so q/k keep v's dtype under autocast (SDPA needs one dtype)
-        return (normed * self.weight.float()).to(x.dtype)
+        return (normed * self.weight.to(compute_dtype)).to(x.dtype)
 
 
 class QKVProjection(nn.Module):
@@ -66,17 +74,25 @@ class QKVProjection(nn.Module):
 
     (B, L, D) -> three (B, H, L, Dh). This is the per-stream half of an MMDiT block: each stream
     owns one of these, and the streams then meet in one attention call (``joint_attention``).
+
+    Row layout of the fused weight: ``(n h d)``, a block of q rows, then k, then v. MMAudio's
+    checkpoints interleave them per channel, ``(h d n)``; the MMAudio importer permutes the rows
+    (``avgen.models.foleygenex.mmaudio_checkpoint.mmaudio_qkv_to_avgen``).
+    qk_norm_eps: the QK RMSNorm's eps; None = torch's ``nn.RMSNorm`` default, MMAudio's (the fp32
+    machine epsilon, see :class:`RMSNorm`).
     """
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, bias: bool = True):
+    def __init__(
+        self, dim: int, num_heads: int, qk_norm: bool = True, bias: bool = True, qk_norm_eps: float | None = 1e-6
+    ):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=bias)
-        self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(self.head_dim, qk_norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, qk_norm_eps) if qk_norm else nn.Identity()
 
     def forward(self, x: Tensor, angles: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v = rearrange(self.qkv(x), "b l (n h d) -> n b h l d", n=3, h=self.num_heads)
@@ -114,9 +130,11 @@ def joint_attention(
 class SelfAttention(nn.Module):
     """Multi-head self-attention with QK-norm and optional RoPE: (B, L, D) -> (B, L, D)."""
 
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool = True, bias: bool = True):
+    def __init__(
+        self, dim: int, num_heads: int, qk_norm: bool = True, bias: bool = True, qk_norm_eps: float | None = 1e-6
+    ):
         super().__init__()
-        self.qkv = QKVProjection(dim, num_heads, qk_norm=qk_norm, bias=bias)
+        self.qkv = QKVProjection(dim, num_heads, qk_norm=qk_norm, bias=bias, qk_norm_eps=qk_norm_eps)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, angles: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
@@ -133,7 +151,15 @@ class CrossAttention(nn.Module):
     [caption | visual] context). Positions may be rescaled (Harmony) before computing angles.
     """
 
-    def __init__(self, dim: int, context_dim: int, num_heads: int, qk_norm: bool = True, bias: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        context_dim: int,
+        num_heads: int,
+        qk_norm: bool = True,
+        bias: bool = True,
+        qk_norm_eps: float | None = 1e-6,
+    ):
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
@@ -141,8 +167,8 @@ class CrossAttention(nn.Module):
         self.head_dim = dim // num_heads
         self.q = nn.Linear(dim, dim, bias=bias)
         self.kv = nn.Linear(context_dim, 2 * dim, bias=bias)
-        self.q_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = RMSNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.q_norm = RMSNorm(self.head_dim, qk_norm_eps) if qk_norm else nn.Identity()
+        self.k_norm = RMSNorm(self.head_dim, qk_norm_eps) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
 
     def forward(

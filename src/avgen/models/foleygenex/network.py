@@ -25,15 +25,22 @@ replaced by learned, zero-initialised null features before projection: one CLIP 
 sync vector repeated over time, and a (text_length, text_dim) null text sequence (MMAudio freezes
 the CLIP encoding of "" there; here it is learned, same shape).
 
-FoleyGenEx additions (§3.1), both switchable so that the network can be exactly MMAudio's:
+With MMAudio's norm epsilons (the defaults: LayerNorm 1e-5, QK RMSNorm torch's default) and weights
+imported by :mod:`avgen.models.foleygenex.mmaudio_checkpoint`, the network without injection computes
+MMAudio's velocity: the same outputs, to fp32 rounding (~1e-6), as a transcription of MMAudio's
+forward on the same weights, block by block, for the conditional and null-condition velocity and a
+25-step CFG sample (``tests/models/test_mmaudio_fidelity.py``).
+
+FoleyGenEx additions (§3.1), both switchable so that the network can be MMAudio's:
 
 * Conditional injection (``conditional_injection=True``): the InputEmbedding concatenates x_t with
   the masked conditional (context) latent on the channel axis, projects back to the latent width,
   adds a ConvPositionEmbedding residual (F5-TTS) and hands the result to MMAudio's audio input
   projection ("projected into the MMDiT input space"). It is initialised as the identity on x_t
   (projection [I | 0], last position conv zero), so an injected network starts out computing
-  exactly the MMAudio function it was initialised / fine-tuned from. Off, the parameters are
-  exactly MMAudio's (checked against MMAudio's state-dict shapes in the tests).
+  the MMAudio function it was initialised / fine-tuned from. Off, the parameters are MMAudio's, key
+  for key (names and shapes checked against a dump of MMAudio's checkpoints), and so is the function
+  (the fidelity test above).
 * Multimodal dynamic masking: ``preprocess_conditions`` takes per-frame CLIP weights and a
   latent-rate sync mask (:mod:`avgen.models.foleygenex.masking`); masked features are all-zero
   (the paper's FV0), CLIP before its projection, sync after projection and upsampling.
@@ -101,15 +108,17 @@ class StreamBlock(nn.Module):
     post_attention: x + gate * proj(attn); x + gate * FFN(modulate(LayerNorm(x))).
     kernel_size 1 uses Linear layers (text), > 1 uses Conv1d over time (latent, clip).
     A ``pre_only`` stream has a 2-parameter adaLN and is not updated (last joint block).
+    norm_eps: the two non-affine LayerNorms' eps (MMAudio: torch's default 1e-5); qk_norm_eps: the
+    QK RMSNorm's (MMAudio: None, torch.nn.RMSNorm's default, the fp32 machine epsilon).
     """
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, kernel_size: int, qk_norm: bool,
-                 pre_only: bool = False):
+                 pre_only: bool = False, norm_eps: float = 1e-5, qk_norm_eps: float | None = None):
         super().__init__()
         self.pre_only = pre_only
         self.kernel_size = kernel_size
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = QKVProjection(dim, num_heads, qk_norm=qk_norm)
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
+        self.attn = QKVProjection(dim, num_heads, qk_norm=qk_norm, qk_norm_eps=qk_norm_eps)
         self.modulation = AdaLNZero(dim, num_params=2 if pre_only else 6)
         if pre_only:
             return
@@ -120,7 +129,7 @@ class StreamBlock(nn.Module):
         else:
             self.attn_out = ChannelLastConv1d(dim, dim, kernel_size)
             self.ffn = ConvMLP(dim, hidden, kernel_size)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
 
     def _project_out(self, x: Tensor, mask: Tensor | None) -> Tensor:
         return self.attn_out(x) if self.kernel_size == 1 else self.attn_out(x, mask)
@@ -151,9 +160,10 @@ class StreamBlock(nn.Module):
 class JointBlock(nn.Module):
     """MMDiT joint block over [latent | clip | text] with per-stream weights and ONE attention."""
 
-    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, qk_norm: bool, pre_only: bool):
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, qk_norm: bool, pre_only: bool,
+                 norm_eps: float = 1e-5, qk_norm_eps: float | None = None):
         super().__init__()
-        kwargs = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm)
+        kwargs = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm, norm_eps=norm_eps, qk_norm_eps=qk_norm_eps)
         self.latent_block = StreamBlock(dim, num_heads, kernel_size=3, **kwargs)
         self.clip_block = StreamBlock(dim, num_heads, kernel_size=3, pre_only=pre_only, **kwargs)
         self.text_block = StreamBlock(dim, num_heads, kernel_size=1, pre_only=pre_only, **kwargs)
@@ -212,8 +222,10 @@ class FoleyGenExNetwork(nn.Module):
     """MMAudio backbone predicting the flow velocity of audio latents (B, T, C).
 
     conditional_injection: add FoleyGenEx's InputEmbedding (strategies M-3 and full); False
-    (M-1, M-2, MMAudio) leaves exactly MMAudio's parameters. input_embedding_kernel_size /
-    input_embedding_groups: the ConvPositionEmbedding (F5-TTS: 31, 16).
+    (M-1, M-2, MMAudio) leaves MMAudio's parameters, and with MMAudio's weights imported, its function. input_embedding_kernel_size /
+    input_embedding_groups: the ConvPositionEmbedding (F5-TTS: 31, 16). norm_eps: eps of every
+    non-affine LayerNorm (MMAudio: torch's default 1e-5); qk_norm_eps: eps of the QK RMSNorm (None,
+    MMAudio's ``torch.nn.RMSNorm`` default: the fp32 machine epsilon, also under bf16).
     """
 
     def __init__(
@@ -235,6 +247,8 @@ class FoleyGenExNetwork(nn.Module):
         conditional_injection: bool = False,
         input_embedding_kernel_size: int = 31,
         input_embedding_groups: int | None = None,
+        norm_eps: float = 1e-5,
+        qk_norm_eps: float | None = None,
     ):
         super().__init__()
         if final_layer_condition not in ("global", "frame_aligned"):
@@ -282,16 +296,18 @@ class FoleyGenExNetwork(nn.Module):
 
         # 3-4. transformer
         self.joint_blocks = nn.ModuleList(
-            JointBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm, pre_only=i == num_joint_blocks - 1)
+            JointBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm, pre_only=i == num_joint_blocks - 1,
+                       norm_eps=norm_eps, qk_norm_eps=qk_norm_eps)
             for i in range(num_joint_blocks)
         )
         self.single_blocks = nn.ModuleList(
-            StreamBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, kernel_size=3, qk_norm=qk_norm)
+            StreamBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, kernel_size=3, qk_norm=qk_norm,
+                        norm_eps=norm_eps, qk_norm_eps=qk_norm_eps)
             for _ in range(num_single_blocks)
         )
 
         # 5. output
-        self.final_layer = FinalLayer(hidden_dim, latent_channels, kernel_size=7)
+        self.final_layer = FinalLayer(hidden_dim, latent_channels, kernel_size=7, norm_eps=norm_eps)
 
         self._angle_cache: dict[tuple, Tensor] = {}
         self.initialize_weights()
