@@ -56,6 +56,18 @@ def test_joint_attention_equals_attention_over_concatenation():
         torch.testing.assert_close(out, exp, atol=1e-5, rtol=1e-5)
 
 
+def test_joint_attention_stream_without_queries_gives_keys_only():
+    """q = None (a key/value-only stream): the others' outputs are those of the full call, its own is None."""
+    g = torch.Generator().manual_seed(5)
+    streams = [tuple(torch.randn(2, 2, n, 8, generator=g) for _ in range(3)) for n in (5, 3, 4)]
+    masks = [None, torch.tensor([[True, True, False], [True, True, True]]), None]
+    full = joint_attention(streams, masks)
+    kv_only = joint_attention([streams[0], (None, *streams[1][1:]), streams[2]], masks)
+    assert kv_only[1] is None
+    torch.testing.assert_close(kv_only[0], full[0])
+    torch.testing.assert_close(kv_only[2], full[2])
+
+
 def test_rmsnorm_formula():
     norm = RMSNorm(8)
     with torch.no_grad():

@@ -101,30 +101,47 @@ class QKVProjection(nn.Module):
             q, k = apply_rope(q, angles), apply_rope(k, angles)
         return q, k, v
 
+    def key_value(self, x: Tensor, angles: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Keys and values only (a stream that is never queried): the k and v rows of the fused weight."""
+        dim = self.qkv.out_features // 3
+        bias = None if self.qkv.bias is None else self.qkv.bias[dim:]
+        k, v = rearrange(F.linear(x, self.qkv.weight[dim:], bias), "b l (n h d) -> n b h l d", n=2, h=self.num_heads)
+        k = self.k_norm(k)
+        if angles is not None:
+            k = apply_rope(k, angles)
+        return k, v
+
 
 def joint_attention(
-    qkvs: Sequence[tuple[Tensor, Tensor, Tensor]], key_masks: Sequence[Tensor | None] | None = None
-) -> list[Tensor]:
+    qkvs: Sequence[tuple[Tensor | None, Tensor, Tensor]], key_masks: Sequence[Tensor | None] | None = None
+) -> list[Tensor | None]:
     """MMDiT joint attention (SD3, MMAudio): per-stream q/k/v, ONE attention over all streams.
 
-    qkvs: per stream (q, k, v), each (B, H, L_i, Dh). key_masks: per stream (B, L_i) bool or None
-    (= all valid). The streams are concatenated along the sequence, attended together, and the
-    output is split back into per-stream (B, H, L_i, Dh) tensors in the same order.
+    qkvs: per stream (q, k, v), each (B, H, L_i, Dh); q may be None for a stream that only gives
+    keys and values (never queried, AudioGen-Omni's caption). key_masks: per stream (B, L_i) bool
+    or None (= all valid). The keys/values of all streams and the queries of the queried streams
+    are concatenated along the sequence, attended together, and the output is split back into
+    per-stream (B, H, L_i, Dh) tensors in the same order (None for a stream without queries).
     """
-    lengths = [q.shape[-2] for q, _, _ in qkvs]
-    q, k, v = (torch.cat([s[i] for s in qkvs], dim=-2) for i in range(3))
+    queried = [q is not None for q, _, _ in qkvs]
+    if not any(queried):
+        raise ValueError("joint attention needs at least one stream with queries")
+    key_lengths = [k.shape[-2] for _, k, _ in qkvs]
+    q = torch.cat([s[0] for s in qkvs if s[0] is not None], dim=-2)
+    k, v = (torch.cat([s[i] for s in qkvs], dim=-2) for i in (1, 2))
     mask = None
     if key_masks is not None and any(m is not None for m in key_masks):
-        batch = q.shape[0]
+        batch = k.shape[0]
         mask = torch.cat(
             [
-                torch.ones(batch, n, dtype=torch.bool, device=q.device) if m is None else m
-                for m, n in zip(key_masks, lengths)
+                torch.ones(batch, n, dtype=torch.bool, device=k.device) if m is None else m
+                for m, n in zip(key_masks, key_lengths)
             ],
             dim=1,
         )
     out = scaled_dot_product_attention(q, k, v, mask)
-    return list(out.split(lengths, dim=-2))
+    outs = iter(out.split([s[0].shape[-2] for s in qkvs if s[0] is not None], dim=-2))
+    return [next(outs) if has_queries else None for has_queries in queried]
 
 
 class SelfAttention(nn.Module):
