@@ -90,7 +90,7 @@ def test_caption_is_keys_only_and_invariant_to_token_order_and_position():
     other = dict(inputs, caption_features=inputs["caption_features"] + 1.0)
     assert not torch.allclose(_velocity(net, other, x, t), ref, atol=1e-3)
     # the caption stream has no post-attention weights: never updated
-    assert all(blk["caption"].pre_only for blk in net.joint_blocks)
+    assert all(blk.stream_block("caption").role == "kv_only" for blk in net.joint_blocks)
 
 
 @pytest.mark.parametrize("stream", ["clip", "lyrics"])

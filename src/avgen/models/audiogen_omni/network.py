@@ -42,17 +42,20 @@ import torch
 from torch import Tensor, nn
 
 from avgen.conditioning.lyrics import PAD_ID, TextEmbedding
-from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS, StreamBlock
+from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS
 from avgen.models.registry import register_network
 from avgen.nn import (
     AdaLNZero,
     ChannelLastConv1d,
     ConvMLP,
     FinalLayer,
+    JointBlock,
     PerSecondEmbedding,
+    StreamBlock,
+    StreamInput,
+    StreamSpec,
     SwiGLU,
     TimestepEmbedding,
-    joint_attention,
     masked_fill_padding,
     mmaudio_hidden_dim,
     positions_at_rate,
@@ -209,21 +212,23 @@ class AudioGenOmniNetwork(nn.Module):
         self.null_sync = nn.Parameter(torch.zeros(1, sync_dim))
         self.null_caption = nn.Parameter(torch.zeros(caption_length, caption_dim))
 
-        # 3-4. transformer: per joint block the streams A, V, T (full; V, T pre-only last) and C (K/V only)
+        # 3-4. transformer: joint blocks over [A | V | T | C] (shared avgen.nn.JointBlock), V and T
+        # pre-only in the last one, C keys/values only in every one; then single-stream A blocks.
         kwargs = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm)
-        self.joint_blocks = nn.ModuleList()
-        for i in range(num_joint_blocks):
-            last = i == num_joint_blocks - 1
-            self.joint_blocks.append(
-                nn.ModuleDict(
-                    {
-                        "audio": StreamBlock(hidden_dim, num_heads, kernel_size=3, **kwargs),
-                        "clip": StreamBlock(hidden_dim, num_heads, kernel_size=3, pre_only=last, **kwargs),
-                        "lyrics": StreamBlock(hidden_dim, num_heads, kernel_size=1, pre_only=last, **kwargs),
-                        "caption": StreamBlock(hidden_dim, num_heads, kernel_size=1, pre_only=True, **kwargs),
-                    }
-                )
+        self.joint_blocks = nn.ModuleList(
+            JointBlock(
+                hidden_dim,
+                num_heads,
+                [
+                    StreamSpec("audio", kernel_size=3),
+                    StreamSpec("clip", kernel_size=3, role="pre_only" if i == num_joint_blocks - 1 else "full"),
+                    StreamSpec("lyrics", kernel_size=1, role="pre_only" if i == num_joint_blocks - 1 else "full"),
+                    StreamSpec("caption", kernel_size=1, role="kv_only"),
+                ],
+                **kwargs,
             )
+            for i in range(num_joint_blocks)
+        )
         self.single_blocks = nn.ModuleList(
             StreamBlock(hidden_dim, num_heads, kernel_size=3, **kwargs) for _ in range(num_single_blocks)
         )
@@ -398,19 +403,15 @@ class AudioGenOmniNetwork(nn.Module):
         frame_c = global_c + conditions.sync  # (B, N, D)
         angles = self.stream_angles(length, clip.shape[1], x_t.device)
         lyric_keys = latent_mask & conditions.lyrics_mask if self.mask_lyrics_filler else latent_mask
-        key_masks = [latent_mask, conditions.clip_mask, lyric_keys, conditions.caption_key_mask]
 
         for block in self.joint_blocks:
-            streams = [
-                (block["audio"], audio, frame_c, angles["audio"], latent_mask),
-                (block["clip"], clip, global_c, angles["clip"], conditions.clip_mask),
-                (block["lyrics"], lyrics, global_c, angles["lyrics"], None),
-                (block["caption"], caption, global_c, angles["caption"], None),
-            ]
-            pre = [blk.pre_attention(x, c, a) for blk, x, c, a, _ in streams]
-            outs = joint_attention([qkv for qkv, _ in pre], key_masks=key_masks)
-            audio, clip, lyrics, _ = (
-                blk.post_attention(x, o, params, mask) for (blk, x, _, _, mask), o, (_, params) in zip(streams, outs, pre)
+            audio, clip, lyrics, _ = block(
+                [
+                    StreamInput(audio, frame_c, angles=angles["audio"], mask=latent_mask),
+                    StreamInput(clip, global_c, angles=angles["clip"], mask=conditions.clip_mask),
+                    StreamInput(lyrics, global_c, angles=angles["lyrics"], mask=lyric_keys),
+                    StreamInput(caption, global_c, mask=conditions.caption_key_mask),
+                ]
             )
         for block in self.single_blocks:
             audio = block(audio, frame_c, angles["audio"], latent_mask)
