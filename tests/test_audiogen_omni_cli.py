@@ -102,6 +102,7 @@ def test_text_to_audio_from_the_console_script(trained, tmp_path):
     "task, args, count",
     [
         ("v2a", [], 2),
+        ("t2a", ["--caption", "a bell rings quietly"], 1),
         ("v2s", ["--transcript", "red ball"], 2),
         ("v2song", ["--lyrics", "la la yo"], 2),
         ("tts", ["--caption", "a low voice speaks", "--transcript", "hello look up"], 1),

@@ -143,9 +143,9 @@ def test_tiny_model_loss_halves_on_a_fixed_batch(world):
     encoded = model.encode_conditions(batch)
     g = torch.Generator().manual_seed(0)
     x0, t = torch.randn(x1.shape, generator=g), torch.rand(x1.shape[0], generator=g)
-    optimizer = torch.optim.AdamW(model.network.parameters(), lr=2e-3, weight_decay=1e-3)
+    optimizer = torch.optim.AdamW(model.network.parameters(), lr=3e-3, weight_decay=1e-3)
     losses = []
-    for _ in range(30):
+    for _ in range(16):
         cond = model.make_conditions(model.network, encoded, batch, latent_length=x1.shape[1], branch="conditional")
         v = model.predict_velocity(model.network, interpolate(x0, x1, t), t, cond, latent_mask)
         loss = flow_matching_loss(v, target_velocity(x0, x1), latent_mask)
@@ -153,7 +153,7 @@ def test_tiny_model_loss_halves_on_a_fixed_batch(world):
         loss.backward()
         optimizer.step()
         losses.append(float(loss))
-    assert losses[-1] < 0.5 * losses[0], losses[::8]
+    assert losses[-1] < 0.5 * losses[0], losses[::4]
 
 
 def test_paper_config_is_table_1_size(capsys):
