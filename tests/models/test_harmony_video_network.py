@@ -220,3 +220,24 @@ def test_frame_lengths_mask_padded_frames_as_keys():
         padded = network.predict_velocity(torch.cat((x[:, :2], torch.randn_like(x[:, 2:])), 1), t, conditions,
                                           frame_lengths=torch.tensor([2]))
     torch.testing.assert_close(padded[:, :2], short, atol=1e-5, rtol=1e-5)
+
+
+def test_bf16_load_keeps_time_embedding_and_tables_fp32_and_stays_close(tmp_path):
+    reference = _tiny_diffusers()
+    reference.save_pretrained(tmp_path / "transformer")
+    network, _ = wan_video_network_from_pretrained(tmp_path, dtype=torch.bfloat16)
+    assert network.time_embedding.mlp[0].weight.dtype == torch.float32
+    assert network.blocks[0].modulation.dtype == torch.float32 and network.head_modulation.dtype == torch.float32
+    assert network.blocks[0].self_attn.q.weight.dtype == torch.bfloat16
+    x, text, mask, padded = _inputs()
+    t = torch.tensor([0.3, 0.7])
+    with torch.no_grad():
+        v = network.predict_velocity(x.bfloat16(), t, network.preprocess_conditions(text.bfloat16(), mask))
+    # a diffusers config means the Wan pipeline's 512 text tokens
+    expected = _diffusers_velocity(reference, x, t, torch.nn.functional.pad(padded, (0, 0, 0, 512 - TEXT_LEN)))
+    full, _ = wan_video_network_from_pretrained(tmp_path)
+    with torch.no_grad():
+        v32 = full.predict_velocity(x, t, full.preprocess_conditions(text, mask))
+    torch.testing.assert_close(v32, expected, atol=1e-5, rtol=1e-5)
+    assert v.dtype == torch.bfloat16
+    assert (v.float() - expected).abs().mean() < 0.03 * expected.abs().mean()

@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from avgen.nn import MLP, MultiHeadAttention, TimestepEmbedding, modulate, rope_3d_angles
 
 __all__ = [
+    "FP32_PARAMETERS",
     "PRESETS",
     "WanBlock",
     "WanVideoConditions",
@@ -61,6 +62,11 @@ __all__ = [
     "ti2v_inputs",
     "wan_timestep",
 ]
+
+
+# Parameters kept in fp32 when the rest of the network runs in bf16/fp16 (diffusers'
+# ``_keep_in_fp32_modules`` for Wan: the time embedding, the modulation tables and the norms).
+FP32_PARAMETERS: tuple[str, ...] = ("time_embedding.", "modulation", "head_modulation", "cross_attn_norm.")
 
 
 def wan_timestep(t: Tensor) -> Tensor:
@@ -239,7 +245,9 @@ class WanVideoNetwork(nn.Module):
                 f"timesteps must be (B,) or per token (B, {num_tokens}), got {tuple(wan_timesteps.shape)}"
             )
         e = self.time_embedding(wan_timesteps)  # sinusoid in fp32 -> MLP
-        e0 = rearrange(self.time_projection(e), "b l (n d) -> b l n d", n=6)
+        # the projection may run in a lower precision than the (fp32-kept) time embedding, as in diffusers
+        e0 = self.time_projection(e.to(self.time_projection[1].weight.dtype))
+        e0 = rearrange(e0, "b l (n d) -> b l n d", n=6)
         return e, e0
 
     def wan_forward(
@@ -289,6 +297,14 @@ class WanVideoNetwork(nn.Module):
 
     def forward(self, x_t: Tensor, t: Tensor, conditions: WanVideoConditions, **kwargs) -> Tensor:
         return self.predict_velocity(x_t, t, conditions, **kwargs)
+
+    def to_mixed_precision(self, dtype: torch.dtype = torch.bfloat16) -> "WanVideoNetwork":
+        """Cast to ``dtype`` except :data:`FP32_PARAMETERS`, which stay fp32 (how Wan runs in bf16)."""
+        self.to(dtype)
+        for name, param in self.named_parameters():
+            if any(key in name for key in FP32_PARAMETERS):
+                param.data = param.data.float()
+        return self
 
 
 # Size presets (the lead wires them into avgen.models.registry / ``avgen summary``).

@@ -237,13 +237,16 @@ def wan_video_network_from_pretrained(
     ``source``: the ``Wan2.2-TI2V-5B`` folder, the ``Wan2.2-TI2V-5B-Diffusers`` folder (its
     ``transformer/`` is used) or that ``transformer/`` folder. The network is built on the meta
     device and the checkpoint tensors are assigned, so a 5B model is never initialised twice.
+    ``dtype`` bf16/fp16 keeps the time embedding, modulation tables and norms in fp32
+    (:meth:`WanVideoNetwork.to_mixed_precision`, diffusers' ``_keep_in_fp32_modules``).
     """
     state, config = read_wan_checkpoint(source)
     if config is None:
         raise FileNotFoundError(f"no config.json next to the Wan weights in {source}; it says the network size")
     with torch.device("meta"):
         network = WanVideoNetwork(**network_kwargs_from_config(config))
-    network = network.to(dtype=dtype) if dtype != torch.float32 else network
+    if dtype != torch.float32:
+        network.to_mixed_precision(dtype)  # fp32 time embedding, modulation tables and norms, as in diffusers
     report = load_wan_state_dict(network, state, strict=strict, source=str(source))
     if any(p.is_meta for p in network.parameters()):
         missing = [n for n, p in network.named_parameters() if p.is_meta]
