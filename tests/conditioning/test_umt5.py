@@ -35,6 +35,16 @@ def test_umt5_states_zero_padded_to_max_length_and_equal_to_direct_forward(tmp_p
     torch.testing.assert_close(states[0, :6], direct, atol=1e-5, rtol=1e-5)
 
 
+def test_umt5_loads_from_a_diffusers_pipeline_folder(tmp_path):
+    _save_tiny_umt5(tmp_path / "flat")
+    pipeline = tmp_path / "Wan2.2-Diffusers"
+    UMT5EncoderModel.from_pretrained(tmp_path / "flat").save_pretrained(pipeline / "text_encoder")
+    PreTrainedTokenizerFast.from_pretrained(tmp_path / "flat").save_pretrained(pipeline / "tokenizer")
+    a, _ = UMT5TextEncoder(str(tmp_path / "flat"), max_length=8)(["the face speaks"])
+    b, _ = UMT5TextEncoder(str(pipeline), max_length=8)(["the face speaks"])
+    torch.testing.assert_close(a, b)
+
+
 def test_umt5_defaults_are_wans():
     with torch.device("meta"):
         enc = UMT5TextEncoder()

@@ -76,6 +76,13 @@ def _t5_config(model_name: str, config_cls: type = T5Config) -> T5Config:
         ) from err
 
 
+def _pipeline_part(model_name: str, part: str) -> str:
+    """``<dir>/<part>`` when ``model_name`` is a local diffusers pipeline folder (text_encoder/ + tokenizer/)."""
+    if os.path.isdir(model_name) and os.path.isdir(os.path.join(model_name, part)):
+        return os.path.join(model_name, part)
+    return model_name
+
+
 class T5TextEncoder(FrozenEncoder):
     """Per-token FLAN-T5 encoder states for a batch of captions.
 
@@ -103,9 +110,9 @@ class T5TextEncoder(FrozenEncoder):
         self.model_name, self.max_length = model_name, int(max_length)
         with seeded_build(init_seed) as device:
             if device.type == "meta" or model_name == TINY_T5:
-                self.encoder = self.model_cls(_t5_config(model_name, self.config_cls))
+                self.encoder = self.model_cls(_t5_config(_pipeline_part(model_name, "text_encoder"), self.config_cls))
             else:
-                self.encoder = self.model_cls.from_pretrained(model_name, dtype=torch.float32)
+                self.encoder = self.model_cls.from_pretrained(_pipeline_part(model_name, "text_encoder"), dtype=torch.float32)
         if model_name == TINY_T5:
             from avgen.conditioning.speech import CharacterTokenizer
 
@@ -115,7 +122,7 @@ class T5TextEncoder(FrozenEncoder):
         elif building_on_meta():
             self.tokenizer = None  # architecture only: never tokenises, never touches the network
         else:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_name)
+            self.tokenizer = AutoTokenizer.from_pretrained(_pipeline_part(model_name, "tokenizer"))
         self._output_dim = int(self.encoder.config.d_model)
         self._apply_frozen(frozen)
 
@@ -151,8 +158,8 @@ class T5TextEncoder(FrozenEncoder):
 class UMT5TextEncoder(T5TextEncoder):
     """umT5 encoder as Wan2.x uses it for the video prompt (Wan ``T5EncoderModel``; diffusers' Wan pipelines).
 
-    ``UMT5EncoderModel`` (public ``google/umt5-xxl``, or the ``text_encoder`` + ``tokenizer``
-    subfolders of ``Wan-AI/Wan2.2-TI2V-5B-Diffusers`` saved as one local directory), 4096-d states,
+    ``UMT5EncoderModel`` (public ``google/umt5-xxl``, or a local copy of
+    ``Wan-AI/Wan2.2-TI2V-5B-Diffusers``, whose ``text_encoder/`` and ``tokenizer/`` are used), 4096-d states,
     **512 tokens**: prompts are whitespace-cleaned (Wan's ``clean='whitespace'``, diffusers'
     ``prompt_clean``: HTML entities unescaped, runs of whitespace collapsed), tokenised with special
     tokens, padded / truncated to 512, and the states are **zero at padding**. That is exactly the
