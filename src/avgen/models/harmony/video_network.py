@@ -12,7 +12,8 @@ adaLN-Zero DiT. Reads top-down like Wan's ``WanModel.forward``:
 3. Time (adaLN-single, PixArt-alpha). Sinusoid [cos, sin] (256) of the Wan timestep 1000*sigma ->
    Linear -> SiLU -> Linear gives e; ``time_projection`` (SiLU -> Linear(D, 6D)) gives e0. Both are
    computed ONCE per forward and shared by every block. Timesteps may be per token (B, L): TI2V
-   gives the tokens of the clean first frame timestep 0.
+   gives the tokens of the clean first frame timestep 0. The sinusoid is computed in fp32 as in
+   diffusers (Wan's own code uses float64; the two differ by about 1e-5 in the features).
 4. Blocks. Each has a learned (1, 6, D) table added to e0 in fp32, chunked into
    (shift1, scale1, gate1, shift2, scale2, gate2):
 
