@@ -5,7 +5,7 @@ from avgen.data.augmentation import AdverbAugmentation, AppliedAugmentation, min
 from avgen.data.batch import AVBatch, Sample, collate, length_mask
 from avgen.data.export import export_toyworld
 from avgen.data.manifest import ManifestDataModule, ManifestDataset, collate_skipping, read_manifest
-from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_wav
+from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_video_with_audio, write_wav
 from avgen.data.mixing import BalancedBatchSampler, BalancedDataModule
 from avgen.data.unihagen import (
     DEFAULT_SPEECH_CATEGORIES,
@@ -21,7 +21,7 @@ __all__ = [
     "AVBatch", "Sample", "collate", "length_mask",
     "ToyWorld", "ToyWorldDataModule", "SCENARIOS", "CLASSES", "CLASS_NAMES",
     "ManifestDataModule", "ManifestDataset", "read_manifest", "collate_skipping",
-    "MediaError", "load_audio", "load_video", "write_wav", "write_mp4",
+    "MediaError", "load_audio", "load_video", "write_wav", "write_mp4", "write_video_with_audio",
     "export_toyworld",
     "AdverbAugmentation", "AppliedAugmentation", "mine_adverbs",
     "BalancedDataModule", "BalancedBatchSampler",

@@ -1,7 +1,8 @@
 """Datamodules built from other datamodules (balanced VTA:TTA batches, UniHAGen mixtures).
 
 They expose the shared media options of the internal contract (``sample_rate``, ``duration``,
-``semantic_fps``, ``sync_fps``, ``semantic_size``, ``sync_size``) from their primary source, so the
+``semantic_fps``, ``sync_fps``, ``semantic_size``, ``sync_size``, and the target video's
+``video_fps``, ``video_size``) from their primary source, so the
 CLI and models read them as from any datamodule, and forward ``predict_duration`` (the CLI's
 ``--total_duration``) to every source.
 """
@@ -12,7 +13,9 @@ from typing import Any
 
 import lightning as L
 
-MEDIA_OPTIONS: tuple[str, ...] = ("sample_rate", "duration", "semantic_fps", "sync_fps", "semantic_size", "sync_size")
+MEDIA_OPTIONS: tuple[str, ...] = (
+    "sample_rate", "duration", "semantic_fps", "sync_fps", "semantic_size", "sync_size", "video_fps", "video_size",
+)
 
 
 def media_option(datamodule: L.LightningDataModule, name: str) -> Any:
@@ -41,6 +44,8 @@ class CompositeDataModule(L.LightningDataModule):
     sync_fps = property(lambda self: self.media_option("sync_fps"))
     semantic_size = property(lambda self: self.media_option("semantic_size"))
     sync_size = property(lambda self: self.media_option("sync_size"))
+    video_fps = property(lambda self: self.media_option("video_fps"))
+    video_size = property(lambda self: self.media_option("video_size"))
 
     def check_same_media(self, names: dict[str, L.LightningDataModule]) -> None:
         """Raise if two sources disagree on a media option (their samples end up in one batch)."""

@@ -12,6 +12,8 @@ function of time so any frame rate works:
   shown as a face whose mouth opening follows the speech envelope; singing on a pentatonic melody;
 * captions from templates whose adverbs change the audio: fast/slow (event rate), loud/quiet (gain),
   near/far (low-pass + reverb, and a smaller object on screen);
+* a target video stream (``video_fps`` / ``video_size``, off by default) for joint audio-video
+  generation, rendered by the same function of time, with its first frame as reference image;
 * every paper's scenario (``SCENARIOS``): FoleyGenEx VTA/TTA, OmniSonic UniHAGen S1-S3 (appendix
   A.1: S1 on-screen env + off-screen speech, S2 on-screen speech + off-screen env, S3 on-screen env
   + off-screen env + off-screen speech), AudioGen-Omni speech and song, Harmony joint audio-video.
@@ -350,6 +352,9 @@ class ToyWorld:
         seed: int = 0,
         always_reference: bool = False,
         reference_seconds: float = 1.0,
+        video_fps: float | None = None,
+        video_size: int = 32,
+        reference_image: bool = True,
     ) -> None:
         if duration < 0.5:
             raise ValueError(f"ToyWorld needs duration >= 0.5 s to place events, got {duration}")
@@ -372,6 +377,25 @@ class ToyWorld:
         if reference_seconds < 0.5:
             raise ValueError(f"reference_seconds must be >= 0.5 s (room for one event), got {reference_seconds}")
         self.reference_seconds = float(reference_seconds)
+        # Target video (the stream a joint audio-video model generates, Harmony): rendered at
+        # ``video_fps`` / ``video_size`` for every sample with video when ``video_fps`` is set; its
+        # first frame is the reference image when ``reference_image``. Off (None) by default.
+        if video_fps is not None and video_fps <= 0:
+            raise ValueError(f"video_fps must be positive (or None for no target video), got {video_fps}")
+        if video_size < 2:
+            raise ValueError(f"video_size must be >= 2 pixels, got {video_size}")
+        self.video_fps = None if video_fps is None else float(video_fps)
+        self.video_size = int(video_size)
+        self.reference_image = bool(reference_image)
+
+    def _replace(self, **changes: Any) -> "ToyWorld":
+        """A world with the same options except ``changes`` (e.g. another duration)."""
+        options = dict(duration=self.duration, sample_rate=self.sample_rate, semantic_fps=self.semantic_fps,
+                       sync_fps=self.sync_fps, semantic_size=self.semantic_size, sync_size=self.sync_size,
+                       scenarios=self.scenarios, speech=self.speech, seed=self.seed,
+                       always_reference=self.always_reference, reference_seconds=self.reference_seconds,
+                       video_fps=self.video_fps, video_size=self.video_size, reference_image=self.reference_image)
+        return ToyWorld(**{**options, **changes})
 
     @property
     def num_samples(self) -> int:
@@ -599,10 +623,12 @@ class ToyWorld:
         sc = self.scene(index, split, **overrides)
         tracks = self.tracks(sc)
         mix = limit(sum(tracks.values()))
-        video_semantic = video_sync = None
+        video_semantic = video_sync = target_video = None
         if sc.has_video:
             video_semantic = self.render(sc, self.semantic_fps, self.semantic_size, tracks)
             video_sync = self.render(sc, self.sync_fps, self.sync_size, tracks)
+            if self.video_fps is not None:
+                target_video = self.render(sc, self.video_fps, self.video_size, tracks)
         ref = self._reference(sc, split, index)
         return Sample(
             id=self.sample_id(index, split),
@@ -611,6 +637,9 @@ class ToyWorld:
             video_semantic=video_semantic,
             video_sync=video_sync,
             reference_audio=None if ref is None else torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32)),
+            target_video=target_video,
+            reference_image=target_video[0].clone() if target_video is not None and self.reference_image else None,
+            video_fps=self.video_fps if target_video is not None else None,
             task=sc.scenario,
             seconds_start=0.0,
             seconds_total=self.duration,
@@ -653,6 +682,8 @@ class ToyWorldDataModule(L.LightningDataModule):
     the predict split when it differs from ``duration`` (Foley extension beyond the training window;
     set by ``avgen generate --total_duration``). ``always_reference``, ``reference_seconds``: see
     :class:`ToyWorld` (the reference clip must be shorter than the model's window for FE / AC-VTA).
+    ``video_fps``, ``video_size``, ``reference_image``: the target video stream (Harmony) and its
+    first frame as reference image; no target video when ``video_fps`` is None.
     """
 
     def __init__(
@@ -677,6 +708,9 @@ class ToyWorldDataModule(L.LightningDataModule):
         transform: Optional[Callable[[Sample], Sample]] = None,
         transform_splits: list[str] = ["train"],  # noqa: B006 (jsonargparse needs the literal default)
         predict_duration: Optional[float] = None,
+        video_fps: Optional[float] = None,
+        video_size: int = 32,
+        reference_image: bool = True,
     ) -> None:
         super().__init__()
         unknown = set(transform_splits) - set(SPLITS)
@@ -688,9 +722,12 @@ class ToyWorldDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
         self.world = ToyWorld(duration, sample_rate, semantic_fps, sync_fps, semantic_size, sync_size,
-                              scenarios, speech, seed, always_reference, reference_seconds)
+                              scenarios, speech, seed, always_reference, reference_seconds,
+                              video_fps=video_fps, video_size=video_size, reference_image=reference_image)
         self.sample_rate = int(sample_rate)
         self.duration = float(duration)
+        self.video_fps = self.world.video_fps
+        self.video_size = self.world.video_size
 
     @property
     def predict_duration(self) -> float | None:
@@ -706,9 +743,7 @@ class ToyWorldDataModule(L.LightningDataModule):
         """The world of a split: the predict split may render longer clips (``predict_duration``)."""
         if split != "predict" or self._predict_duration in (None, self.world.duration):
             return self.world
-        w = self.world
-        return ToyWorld(self._predict_duration, w.sample_rate, w.semantic_fps, w.sync_fps, w.semantic_size,
-                        w.sync_size, w.scenarios, w.speech, w.seed, w.always_reference, w.reference_seconds)
+        return self.world._replace(duration=self._predict_duration)
 
     def dataset(self, split: str) -> ToyWorldDataset:
         transform = self.transform if split in self.transform_splits else None

@@ -1,7 +1,8 @@
 """Paper-agnostic neural-network blocks shared by every avgen backbone.
 
 - attention: SDPA with boolean masks (True = keep, fully masked rows give 0), RMS QK-norm,
-  per-stream QKV projection, MMDiT joint attention, self- and cross-attention with RoPE.
+  per-stream QKV projection, MMDiT joint attention, self- and cross-attention with RoPE,
+  MultiHeadAttention with separate q/k/v/o and QK RMSNorm across heads (Wan).
 - rope: angles-based rotary embeddings (1-D, rescaled positions, 3-D Wan split, segment-only).
 - modulation: adaLN-Zero for global (B, D) or frame-aligned (B, T, D) conditions, final layer.
 - embeddings: sinusoidal/timestep, ConvPositionEmbedding, per-second and number embeddings.
@@ -13,6 +14,7 @@ Sequences are (B, T, D) channel-last; padding masks are (B, T) bool with True = 
 
 from avgen.nn.attention import (
     CrossAttention,
+    MultiHeadAttention,
     QKVProjection,
     RMSNorm,
     SelfAttention,
@@ -50,6 +52,7 @@ __all__ = [
     "FinalLayer",
     "GRN",
     "MLP",
+    "MultiHeadAttention",
     "NumberEmbedding",
     "PerSecondEmbedding",
     "QKVProjection",
