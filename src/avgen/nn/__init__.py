@@ -3,6 +3,8 @@
 - attention: SDPA with boolean masks (True = keep, fully masked rows give 0), RMS QK-norm,
   per-stream QKV projection, MMDiT joint attention, self- and cross-attention with RoPE,
   MultiHeadAttention with separate q/k/v/o and QK RMSNorm across heads (Wan).
+- mmdit: MMDiT stream / joint blocks over any list of streams with roles full / pre_only /
+  kv_only, per-stream RoPE, key masks and kernel sizes (MMAudio, AudioGen-Omni).
 - rope: angles-based rotary embeddings (1-D, rescaled positions, 3-D Wan split, segment-only).
 - modulation: adaLN-Zero for global (B, D) or frame-aligned (B, T, D) conditions, final layer.
 - embeddings: sinusoidal/timestep, ConvPositionEmbedding, per-second and number embeddings.
@@ -31,6 +33,7 @@ from avgen.nn.embeddings import (
     sinusoidal_embedding,
 )
 from avgen.nn.mlp import MLP, ConvMLP, SwiGLU, mmaudio_hidden_dim
+from avgen.nn.mmdit import STREAM_ROLES, JointBlock, StreamBlock, StreamInput, StreamSpec
 from avgen.nn.modulation import AdaLNZero, FinalLayer, modulate, upsample_to_length
 from avgen.nn.rope import (
     apply_rope,
@@ -51,13 +54,18 @@ __all__ = [
     "CrossAttention",
     "FinalLayer",
     "GRN",
+    "JointBlock",
     "MLP",
     "MultiHeadAttention",
     "NumberEmbedding",
     "PerSecondEmbedding",
     "QKVProjection",
     "RMSNorm",
+    "STREAM_ROLES",
     "SelfAttention",
+    "StreamBlock",
+    "StreamInput",
+    "StreamSpec",
     "SwiGLU",
     "TimestepEmbedding",
     "apply_rope",
