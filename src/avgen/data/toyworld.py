@@ -34,6 +34,7 @@ from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 from torch.utils.data import DataLoader, Dataset
 
 from avgen.data.batch import Sample, collate
+from avgen.data.spec import MediaSpec
 from avgen.data.speech import VOCABULARY, VOICES, resolve_backend, speak_word, sung_word
 
 SCENARIOS: tuple[str, ...] = (
@@ -388,6 +389,12 @@ class ToyWorld:
         self.video_size = int(video_size)
         self.reference_image = bool(reference_image)
 
+    @property
+    def media(self) -> MediaSpec:
+        """How this world renders media (clip length, rates, frame sizes)."""
+        return MediaSpec(self.duration, self.sample_rate, self.semantic_fps, self.sync_fps, self.semantic_size,
+                         self.sync_size, self.video_fps, self.video_size)
+
     def _replace(self, **changes: Any) -> "ToyWorld":
         """A world with the same options except ``changes`` (e.g. another duration)."""
         options = dict(duration=self.duration, sample_rate=self.sample_rate, semantic_fps=self.semantic_fps,
@@ -728,6 +735,10 @@ class ToyWorldDataModule(L.LightningDataModule):
         self.duration = float(duration)
         self.video_fps = self.world.video_fps
         self.video_size = self.world.video_size
+
+    @property
+    def media(self) -> MediaSpec:
+        return self.world.media
 
     @property
     def predict_duration(self) -> float | None:
