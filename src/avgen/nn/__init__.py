@@ -1,7 +1,8 @@
 """Paper-agnostic neural-network blocks shared by every avgen backbone.
 
 - attention: SDPA with boolean masks (True = keep, fully masked rows give 0), RMS QK-norm,
-  per-stream QKV projection, MMDiT joint attention, self- and cross-attention with RoPE.
+  per-stream QKV projection, MMDiT joint attention, self- and cross-attention with RoPE,
+  MultiHeadAttention with separate q/k/v/o and QK RMSNorm across heads (Wan).
 - mmdit: MMDiT stream / joint blocks over any list of streams with roles full / pre_only /
   kv_only, per-stream RoPE, key masks and kernel sizes (MMAudio, AudioGen-Omni).
 - rope: angles-based rotary embeddings (1-D, rescaled positions, 3-D Wan split, segment-only).
@@ -15,6 +16,7 @@ Sequences are (B, T, D) channel-last; padding masks are (B, T) bool with True = 
 
 from avgen.nn.attention import (
     CrossAttention,
+    MultiHeadAttention,
     QKVProjection,
     RMSNorm,
     SelfAttention,
@@ -55,6 +57,7 @@ __all__ = [
     "GRN",
     "JointBlock",
     "MLP",
+    "MultiHeadAttention",
     "NumberEmbedding",
     "PerSecondEmbedding",
     "QKVProjection",

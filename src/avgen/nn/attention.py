@@ -23,6 +23,7 @@ __all__ = [
     "SelfAttention",
     "joint_attention",
     "CrossAttention",
+    "MultiHeadAttention",
 ]
 
 
@@ -210,3 +211,76 @@ class CrossAttention(nn.Module):
                 k = apply_rope_to_segment(k, key_angles, *key_rope_range)
         out = scaled_dot_product_attention(q, k, v, context_mask)
         return self.proj(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class MultiHeadAttention(nn.Module):
+    """Self- or cross-attention with separate q/k/v/o projections (Wan 2.x, diffusers' WanAttention).
+
+    Separate projections keep public checkpoints loadable by renaming keys alone. ``qk_norm``:
+
+    * ``"across_heads"`` (Wan): one RMSNorm over the full width D of q and of k, *before* the head
+      split, so the statistics are shared by all heads (diffusers ``rms_norm_across_heads``);
+    * ``"per_head"`` (SD3, MMAudio): RMSNorm over each head's Dh channels;
+    * ``"none"``.
+
+    forward(x (B, Lq, D), context (B, Lk, Dc) or None for self-attention) -> (B, Lq, D). RoPE angles
+    (Lq, Dh/2) / (Lk, Dh/2) rotate q / k after the norm (self-attention reuses the query angles);
+    ``mask`` is a (B, Lk) or (B, Lq, Lk) bool keep-mask.
+    """
+
+    QK_NORMS = ("across_heads", "per_head", "none")
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        context_dim: int | None = None,
+        *,
+        qk_norm: str = "across_heads",
+        bias: bool = True,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        if qk_norm not in self.QK_NORMS:
+            raise ValueError(f"qk_norm must be one of {self.QK_NORMS}, got {qk_norm!r}")
+        context_dim = dim if context_dim is None else context_dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qk_norm = qk_norm
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.k = nn.Linear(context_dim, dim, bias=bias)
+        self.v = nn.Linear(context_dim, dim, bias=bias)
+        self.o = nn.Linear(dim, dim, bias=bias)
+        norm_dim = dim if qk_norm == "across_heads" else self.head_dim
+        self.norm_q = RMSNorm(norm_dim, eps) if qk_norm != "none" else nn.Identity()
+        self.norm_k = RMSNorm(norm_dim, eps) if qk_norm != "none" else nn.Identity()
+
+    def _heads(self, x: Tensor, norm: nn.Module) -> Tensor:
+        if self.qk_norm == "across_heads":
+            x = norm(x)  # statistics over all D channels, before splitting into heads
+        x = rearrange(x, "b l (h d) -> b h l d", h=self.num_heads)
+        return norm(x) if self.qk_norm == "per_head" else x
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        query_angles: Tensor | None = None,
+        key_angles: Tensor | None = None,
+    ) -> Tensor:
+        if context is None:
+            context = x
+            key_angles = query_angles if key_angles is None else key_angles
+        q = self._heads(self.q(x), self.norm_q)
+        k = self._heads(self.k(context), self.norm_k)
+        v = rearrange(self.v(context), "b l (h d) -> b h l d", h=self.num_heads)
+        if query_angles is not None:
+            q = apply_rope(q, query_angles)
+        if key_angles is not None:
+            k = apply_rope(k, key_angles)
+        out = scaled_dot_product_attention(q, k, v, mask)
+        return self.o(rearrange(out, "b h l d -> b l (h d)"))

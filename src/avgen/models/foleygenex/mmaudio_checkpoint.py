@@ -179,8 +179,8 @@ def load_mmaudio_checkpoint(
             f"{len(report.unexpected)} unexpected (e.g. {report.unexpected[:3]}), "
             f"{len(report.missing)} missing (e.g. {report.missing[:3]}), "
             f"{len(report.mismatched)} mismatched (e.g. {report.mismatched[:2]}); build the network with the "
-            "checkpoint's size (S-16k: hidden 448, 7 heads, 4+8 blocks, 20 latent channels; L-44k: 896, 14, 7+14, 40) "
-            "and MMAudio's encoders (CLIP 1024-d, 77 tokens; Synchformer 768-d), or pass strict=False"
+            f"checkpoint's size: {_mmaudio_sizes()} (avgen.models.create_network('<name>'); FoleyGenEx "
+            "network: <name>), or pass strict=False"
         )
     for key, value in updates.items():
         own[key].copy_(value.to(own[key].dtype))
@@ -208,3 +208,15 @@ def export_mmaudio_state_dict(
         if stat is not None:
             state[name] = stat.detach().reshape(1, 1, -1).clone()
     return state
+
+
+def _mmaudio_sizes() -> str:
+    """The MMAudio presets of the registry, described for an error message (sizes live in one place)."""
+    from avgen.models.registry import list_networks, network_preset
+
+    parts = []
+    for name in list_networks("mmaudio-*"):
+        k = network_preset(name).kwargs
+        parts.append(f"{name}: hidden {k['hidden_dim']}, {k['num_heads']} heads, {k['num_joint_blocks']}+"
+                     f"{k['num_single_blocks']} blocks, {k['latent_channels']} latent channels")
+    return "; ".join(parts)
