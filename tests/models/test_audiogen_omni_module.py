@@ -184,3 +184,27 @@ def test_paper_config_recipe():
     assert model["text_encoder"]["init_args"]["model_name"] == "google/flan-t5-base"
     assert model["vision_encoder"]["init_args"]["model_name"] == "ViT-bigG-14-quickgelu"
     assert model["codec"]["init_args"]["mode"] == "44k" and model["lyrics_vocab_size"] == 6681
+
+
+def test_t_start_moves_the_first_euler_step(model, world):
+    from avgen.models.audiogen_omni import AudioGenOmniSampling
+
+    batch = _batch(world, [1], scenario="song")
+    seen = []
+    original = type(model).predict_velocity
+
+    def record(self, network, x_t, t, conditions, latent_mask=None):
+        seen.append(round(float(t[0]), 6))
+        return original(self, network, x_t, t, conditions, latent_mask)
+
+    model.predict_velocity = record.__get__(model)
+    try:
+        model.generate(batch, AudioGenOmniSampling(num_steps=4, cfg_scale=1.0, seed=0))
+        plain, seen[:] = list(seen), []
+        model.generate(batch, AudioGenOmniSampling(num_steps=4, cfg_scale=1.0, seed=0, t_start=0.05))
+    finally:
+        del model.predict_velocity
+    assert plain == [0.0, 0.25, 0.5, 0.75]
+    assert seen == pytest.approx([0.05, 0.2875, 0.525, 0.7625])
+    with pytest.raises(ValueError, match="t_start"):
+        AudioGenOmniSampling(t_start=1.0)

@@ -383,6 +383,15 @@ class AudioGenOmni(FlowMatchingModule):
         return super().generate(batch, options, progress=progress)
 
     @torch.no_grad()
+    def solve_flow(self, batch: AVBatch, encoded: Any, x: Tensor, times: Tensor, *, options: SamplingOptions,
+                   latent_mask: Tensor | None, progress: bool = False) -> Tensor:
+        """The shared solver; a forward grid starts at ``options.t_start`` (spec §1.7's reading of "t = 0.05")."""
+        t_start = float(getattr(options, "t_start", 0.0) or 0.0)
+        if t_start > 0 and bool(times[0] < times[-1]):
+            times = t_start + (1.0 - t_start) * times
+        return super().solve_flow(batch, encoded, x, times, options=options, latent_mask=latent_mask, progress=progress)
+
+    @torch.no_grad()
     def generate_task(
         self,
         batch: AVBatch,

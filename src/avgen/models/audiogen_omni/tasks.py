@@ -70,14 +70,20 @@ class AudioGenOmniSampling(SamplingOptions):
         task: None (plain generation: every condition the data gives) or one of v2a, v2s (video +
             transcript), v2song (video + lyrics), t2a (caption), tts (caption + transcript), t2song
             (caption + lyrics); a task keeps only its conditions.
+        t_start: flow time the Euler integration starts from (noise placed at t_start, the grid
+            t_start..1 over num_steps). §3.4.2 "At inference time, we set t = 0.05" is ambiguous (spec
+            §1.7); the default 0 is MMAudio's grid, 0.05 tries that reading.
     """
 
     task: str | None = None
+    t_start: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.task is not None and self.task not in TASKS:
             raise ValueError(f"unknown --task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if not 0.0 <= self.t_start < 1.0:
+            raise ValueError(f"t_start must be in [0, 1), got {self.t_start}")
 
 
 class AudioGenOmniGeneration(GenerationInterface):
