@@ -41,13 +41,7 @@ def assert_matches(got, expected, tol=1e-5):
     torch.testing.assert_close(got, expected, rtol=0.0, atol=tol * max(1.0, expected.abs().max().item()))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One thread: hundreds of tiny ops per step, where thread hand-offs on a shared CPU cost more than they save."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny ops: one thread (tests/conftest.py)
 
 
 # ----------------------------------------------------------------------------- MMAudio, transcribed

@@ -13,13 +13,7 @@ DIM, HEADS = 32, 2
 HEAD_DIM = DIM // HEADS
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids thread hand-offs that dominate on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny ops: one thread (tests/conftest.py)
 
 
 def perturbed(module, seed=0, std=0.2):
