@@ -18,14 +18,7 @@ from avgen.flow.loss import frame_losses
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "audiogen_omni"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is several times faster than two on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny ops: one thread (tests/conftest.py)
 
 @pytest.fixture(scope="module")
 def model():

@@ -13,6 +13,7 @@ from avgen.models.audiogen_omni.network import AudioGenOmniNetwork, upsample_per
 C, DS, DY, DC, L = 6, 10, 12, 8, 5
 LATENT_RATE, CLIP_RATE = 10.0, 2.0  # toy rates: 5 latent frames per CLIP frame
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny ops: one thread (tests/conftest.py)
 
 def _network(paapi=True, joint=2, single=1, **kw):
     torch.manual_seed(0)
@@ -36,14 +37,6 @@ def randomise(module):
                 p.normal_(0, 0.1)
     return module
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is several times faster than two on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _inputs(batch=2, frames=(20, 14), seed=1):
