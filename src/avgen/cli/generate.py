@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import lightning as L
-import torch
 import yaml
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader

@@ -23,7 +23,7 @@ from avgen.nn.attention import (
     joint_attention,
     scaled_dot_product_attention,
 )
-from avgen.nn.conv import ChannelLastConv1d, masked_fill_padding
+from avgen.nn.conv import ChannelLastConv1d, masked_fill_padding, masked_mean
 from avgen.nn.convnext import GRN, ConvNeXtV2Block
 from avgen.nn.embeddings import (
     ConvPositionEmbedding,
@@ -73,6 +73,7 @@ __all__ = [
     "apply_rope_to_segment",
     "joint_attention",
     "masked_fill_padding",
+    "masked_mean",
     "mmaudio_hidden_dim",
     "modulate",
     "positions_at_rate",

@@ -226,3 +226,30 @@ class JointBlock(nn.Module):
             block.post_attention(s.x, out, params, s.mask)
             for block, s, out, (_, params) in zip(blocks, inputs, outs, pre)
         ]
+
+
+def initialize_mmdit_weights(network: nn.Module, timestep_embedding: nn.Module, final_layer: nn.Module,
+                             zeros: Sequence[Tensor] = ()) -> None:
+    """MMAudio's (DiT's) initialisation of an MMDiT network.
+
+    Xavier-uniform Linear weights with zero biases; the timestep MLP N(0, 0.02); every adaLN
+    modulation and the final projection zero (adaLN-Zero: each block starts as the identity and the
+    network predicts zero velocity); ``zeros`` (learned nulls, position tables) zero as well.
+    """
+    from avgen.nn.modulation import AdaLNZero
+
+    for module in network.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+    nn.init.normal_(timestep_embedding.mlp[0].weight, std=0.02)
+    nn.init.normal_(timestep_embedding.mlp[2].weight, std=0.02)
+    for module in network.modules():
+        if isinstance(module, AdaLNZero):
+            nn.init.zeros_(module.adaLN_modulation[-1].weight)
+            nn.init.zeros_(module.adaLN_modulation[-1].bias)
+    nn.init.zeros_(final_layer.proj.weight)
+    nn.init.zeros_(final_layer.proj.bias)
+    for tensor in zeros:
+        nn.init.zeros_(tensor)

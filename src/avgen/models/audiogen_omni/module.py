@@ -41,7 +41,7 @@ from avgen.models.audiogen_omni.tasks import TASK_CONDITIONS, AudioGenOmniGenera
 from avgen.models.base import FlowMatchingModule
 from avgen.models.generation import SamplingOptions
 from avgen.models.registry import create_network
-from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS
+from avgen.conditioning.sync import SYNC_SEGMENT_TOKENS
 
 __all__ = ["AudioGenOmni", "AudioGenOmniEncoded", "TINY_LYRICS_TOKENIZER"]
 

@@ -42,10 +42,10 @@ import torch
 from torch import Tensor, nn
 
 from avgen.conditioning.lyrics import PAD_ID, TextEmbedding
-from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS
+from avgen.conditioning.sync import SYNC_SEGMENT_TOKENS
 from avgen.models.registry import register_network
+from avgen.nn.mmdit import initialize_mmdit_weights
 from avgen.nn import (
-    AdaLNZero,
     ChannelLastConv1d,
     ConvMLP,
     FinalLayer,
@@ -57,6 +57,7 @@ from avgen.nn import (
     SwiGLU,
     TimestepEmbedding,
     masked_fill_padding,
+    masked_mean,
     mmaudio_hidden_dim,
     positions_at_rate,
     rope_angles,
@@ -65,14 +66,6 @@ from avgen.nn import (
 __all__ = ["AudioGenOmniConditions", "AudioGenOmniNetwork", "masked_mean", "upsample_per_sample"]
 
 POOLED_FUSIONS = ("concat", "sum")
-
-
-def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
-    """Mean over valid positions (B, L, D), (B, L) -> (B, D); a row without valid entries gives 0."""
-    if mask is None:
-        return x.mean(dim=1)
-    weights = mask.to(x.dtype).unsqueeze(-1)
-    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
 def upsample_per_sample(x: Tensor, lengths: Tensor, target_lengths: Tensor, target_length: int) -> Tensor:
@@ -234,26 +227,13 @@ class AudioGenOmniNetwork(nn.Module):
         )
 
         # 5. output
-        self.final_layer = FinalLayer(hidden_dim, latent_channels, kernel_size=7)
+        self.final_layer = FinalLayer(hidden_dim, latent_channels, kernel_size=7, norm_eps=1e-5)  # torch LayerNorm eps, as MMAudio
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
         """Xavier Linears, N(0, 0.02) timestep MLP, zero adaLN, output and nulls (DiT / MMAudio)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
-        for module in self.modules():
-            if isinstance(module, AdaLNZero):
-                nn.init.zeros_(module.adaLN_modulation[-1].weight)
-                nn.init.zeros_(module.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.proj.weight)
-        nn.init.zeros_(self.final_layer.proj.bias)
-        for null in (self.sync_pos_emb, self.null_clip, self.null_sync, self.null_caption):
-            nn.init.zeros_(null)
+        initialize_mmdit_weights(self, self.t_embed, self.final_layer,
+                                 zeros=(self.sync_pos_emb, self.null_clip, self.null_sync, self.null_caption))
 
     # ----------------------------------------------------------------------------- conditions
     def preprocess_conditions(

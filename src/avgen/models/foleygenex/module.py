@@ -52,7 +52,7 @@ from avgen.models.foleygenex.masking import semantic_mask_weights, time_window_m
 from avgen.models.foleygenex.mmaudio_checkpoint import MMAudioImport, load_mmaudio_checkpoint
 from avgen.models.foleygenex.network import SYNC_SEGMENT_TOKENS, FoleyGenExConditions
 from avgen.models.foleygenex.tasks import TASKS as TASK_TABLE
-from avgen.models.foleygenex.tasks import FoleyGenExGeneration, FoleyGenExSampling
+from avgen.models.foleygenex.tasks import FoleyGenExGeneration
 from avgen.models.generation import SamplingOptions
 from avgen.models.registry import create_network
 

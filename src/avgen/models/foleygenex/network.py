@@ -54,9 +54,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from avgen.conditioning.sync import SYNC_SEGMENT_TOKENS
 from avgen.models.registry import register_network
+from avgen.nn.mmdit import initialize_mmdit_weights
 from avgen.nn import (
-    AdaLNZero,
     ChannelLastConv1d,
     ConvMLP,
     ConvPositionEmbedding,
@@ -83,7 +84,6 @@ __all__ = [
     "StreamBlock",  # re-exported from avgen.nn.mmdit, where it lives
 ]
 
-SYNC_SEGMENT_TOKENS = 8  # Synchformer emits 8 tokens per 16-frame window
 
 
 @dataclass
@@ -265,21 +265,8 @@ class FoleyGenExNetwork(nn.Module):
 
     def initialize_weights(self) -> None:
         """Xavier Linears, N(0, 0.02) timestep MLP, zero adaLN and output (DiT/MMAudio init)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
-        for module in self.modules():
-            if isinstance(module, AdaLNZero):
-                nn.init.zeros_(module.adaLN_modulation[-1].weight)
-                nn.init.zeros_(module.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.proj.weight)
-        nn.init.zeros_(self.final_layer.proj.bias)
-        for null in (self.sync_pos_emb, self.null_clip, self.null_sync, self.null_text):
-            nn.init.zeros_(null)
+        initialize_mmdit_weights(self, self.t_embed, self.final_layer,
+                                 zeros=(self.sync_pos_emb, self.null_clip, self.null_sync, self.null_text))
         if self.input_embedding is not None:
             self.input_embedding.reset_parameters()
 
