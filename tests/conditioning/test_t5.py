@@ -76,3 +76,16 @@ def test_tiny_config_is_seeded_and_meta_build_has_no_weights():
 def test_unknown_name_fails_clearly_on_meta():
     with torch.device("meta"), pytest.raises(OSError, match="save_pretrained"):
         T5TextEncoder("nobody/no-such-t5")
+
+
+@pytest.mark.parametrize("name, gated, d_ff", [("google/flan-t5-base", True, 2048), ("google-t5/t5-base", False, 3072)])
+def test_base_size_configs_build_on_meta_with_the_published_parameter_count(name, gated, d_ff):
+    with torch.device("meta"):
+        enc = T5TextEncoder(name)
+    assert enc.output_dim == 768
+    d, layers, heads = 768, 12, 12
+    attention = 4 * d * d  # q, k, v, o without bias
+    ffn = (3 if gated else 2) * d * d_ff  # gated-GELU has two input projections
+    per_layer = attention + ffn + 2 * d  # two RMS layer norms
+    expected = 32128 * d + layers * per_layer + 32 * heads + d  # embeddings, blocks, rel. bias, final norm
+    assert sum(p.numel() for p in enc.parameters()) == expected

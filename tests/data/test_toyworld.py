@@ -209,3 +209,55 @@ def test_always_reference_adds_a_reference_and_changes_nothing_else():
             drawn += 1
             assert torch.equal(a.reference_audio, b.reference_audio)
     assert drawn < 8  # by default only some samples draw a reference
+
+
+def test_variable_length_clips_set_their_own_length_and_seconds_total():
+    fixed = ToyWorld(speech="formant")
+    same = ToyWorld(speech="formant", min_duration=2.0)  # min == max: exactly the fixed world
+    assert torch.equal(fixed.sample(3, scenario="speech").audio, same.sample(3, scenario="speech").audio)
+    var = ToyWorld(speech="formant", duration=2.0, min_duration=0.6)
+    durations = set()
+    for i in range(6):
+        s = var.sample(i, scenario="joint_av")
+        d = s.seconds_total
+        durations.add(d)
+        assert 0.6 <= d <= 2.0 and d == var.clip_duration(i)
+        assert s.audio.shape == (int(round(d * SR)),)
+        assert s.video_semantic.shape[0] == round(d * 8) and s.video_sync.shape[0] == round(d * 25)
+        assert all(e["onset"] < d for e in s.meta["events"]) and all(w["end"] <= d + 1e-6 for w in s.meta["words"])
+    assert len(durations) >= 4
+    dm = ToyWorldDataModule(batch_size=4, train_size=4, speech="formant", scenarios=["vta"], duration=2.0,
+                            min_duration=0.6, semantic_size=32, sync_size=32)
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.audio_lengths.tolist() == [round(float(t) * SR) for t in batch.seconds_total]
+    with pytest.raises(ValueError, match="min_duration"):
+        ToyWorld(duration=2.0, min_duration=3.0)
+
+
+def _pitch(x: np.ndarray, lo: float = 80.0, hi: float = 500.0) -> float:
+    """Autocorrelation pitch of a voiced segment."""
+    x = x - x.mean()
+    ac = np.correlate(x, x, mode="full")[x.size - 1 :]
+    lags = np.arange(int(SR / hi), int(SR / lo))
+    return SR / lags[np.argmax(ac[lags])]
+
+
+def test_song_sings_the_given_lyrics_on_pitched_notes(world):
+    s = world.sample(4, scenario="song", lyrics="Yo, la la!")
+    assert s.lyrics == "yo la la" and [w["word"] for w in s.meta["words"]] == ["yo", "la", "la"]
+    notes = s.meta["notes"]
+    assert len(notes) == 3
+    voice = s.meta["voice"]
+    from avgen.data.speech import VOICES
+
+    f0 = next(v.f0 for v in VOICES if v.name == voice)
+    steps = [12 * np.log2(n / f0) for n in notes]
+    assert all(abs(st - round(st)) < 1e-6 and round(st) in (0, 2, 4, 7, 9, 12) for st in steps)  # pentatonic
+    audio = s.audio.numpy()
+    for w, note in zip(s.meta["words"], notes):  # the sustained vowel of "la"/"yo" sits near its note
+        mid = (w["start"] + w["end"]) / 2
+        seg = audio[int((mid - 0.04) * SR) : int((mid + 0.04) * SR)]
+        assert abs(_pitch(seg) / note - 1) < 0.15
+    with pytest.raises(ValueError, match="cannot be spoken"):
+        world.sample(4, scenario="speech", lyrics="supercalifragilistic")
+    assert world.sample(4, scenario="speech", lyrics="red ball").transcript == "red ball"

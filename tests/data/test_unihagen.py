@@ -58,6 +58,17 @@ def _source(mixer, sid):
     raise KeyError(sid)
 
 
+def environment_ids_used(mixer, draws: int = 30) -> set[str]:
+    """Ids of the environmental clips the first ``draws`` mixtures used (on or off screen)."""
+    used = set()
+    for i in range(draws):
+        info = mixer[i].meta["unihagen"]
+        used |= {o["id"] for o in info["offscreen"] if o["kind"] == "environment"}
+        if info["onscreen"]["kind"] == "environment":
+            used.add(info["onscreen"]["id"])
+    return used
+
+
 def test_mixtures_hit_the_drawn_snr_within_half_a_db():
     # sources of other lengths than the on-screen clip: cropped at random offsets or zero-padded
     env = ListDataset([_env(i, n=N if i % 2 == 0 else 700) for i in range(4)])
@@ -118,12 +129,7 @@ def test_keyword_filter_drops_speech_like_environment_clips():
     captions = ["a woman speaks loudly", "a dog barks", "crowd voices", "rain falls", "someone says yes"]
     env = ListDataset([_env(i, c) for i, c in enumerate(captions)])
     mixer = _mixer(env=env, snr_db=(0, 10))
-    used = set()
-    for i in range(30):
-        info = mixer[i].meta["unihagen"]
-        used |= {o["id"] for o in info["offscreen"] if o["kind"] == "environment"}
-        if info["onscreen"]["kind"] == "environment":
-            used.add(info["onscreen"]["id"])
+    used = environment_ids_used(mixer)
     assert used == {"env1", "env3"}
     # no filter: speech-like clips are used again
     unfiltered = _mixer(env=env, speech_keywords=())
@@ -196,12 +202,7 @@ def test_speech_category_filter_per_draw_by_label_or_caption():
     env[3].meta["class_name"] = "people crowded"  # not a category: whole phrases only
     mixer = _mixer(env=ListDataset(env), snr_db=(0, 10))
     assert mixer.environment_pool is None  # no rows: filtered per draw
-    used = set()
-    for i in range(30):
-        info = mixer[i].meta["unihagen"]
-        used |= {o["id"] for o in info["offscreen"] if o["kind"] == "environment"}
-        if info["onscreen"]["kind"] == "environment":
-            used.add(info["onscreen"]["id"])
+    used = environment_ids_used(mixer)
     assert used == {"env1", "env3", "env4"}
     assert mixer.filter_counts["speech_category"] > 0 and mixer.filter_counts["speech_keyword"] == 0
     unfiltered = _mixer(env=ListDataset(env), speech_categories=())

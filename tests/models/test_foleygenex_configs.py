@@ -27,7 +27,9 @@ def test_paper_config_backbone_is_within_2_percent_of_1_03b(capsys):
 
 def test_paper_config_recipe():
     cfg = yaml.safe_load(PAPER.read_text())
-    model = cfg["model"]["init_args"]
+    from avgen.models import network_preset
+
+    model = {**network_preset(cfg["model"]["init_args"]["network"]).kwargs, **cfg["model"]["init_args"]}
     assert (model["hidden_dim"], model["num_heads"], model["num_joint_blocks"], model["num_single_blocks"]) == (896, 14, 7, 14)
     assert model["cfg_scale"] == 4.5 and model["num_sampling_steps"] == 25 and model["mask_strategy"] == "full"
     assert cfg["trainer"]["precision"] == "bf16-mixed" and cfg["trainer"]["strategy"] == "ddp"

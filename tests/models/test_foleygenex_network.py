@@ -27,9 +27,12 @@ MMAUDIO = {
 }
 
 
-def _mmaudio_state_dict_shapes(latent, heads, joint, single, clip=1024, sync=768, text=1024, text_len=77):
-    """MMAudio's state dict, key -> shape, transcribed from its networks.py / transformer_layers.py."""
-    d = 64 * heads
+def _mmaudio_state_dict_shapes(latent, heads, joint, single, clip=1024, sync=768, text=1024, text_len=77, head_dim=64):
+    """MMAudio's state dict, key -> shape, transcribed from its networks.py / transformer_layers.py.
+
+    head_dim is 64 in every MMAudio size; smaller values give toy-width networks of the same layout.
+    """
+    d = head_dim * heads
     h = 256 * math.ceil(int(2 * 4 * d / 3) / 256)  # SwiGLU width, LLaMA rounding
     shapes = {
         "sync_pos_emb": (1, 1, 8, sync), "latent_mean": (1, 1, latent), "latent_std": (1, 1, latent),
@@ -53,7 +56,7 @@ def _mmaudio_state_dict_shapes(latent, heads, joint, single, clip=1024, sync=768
 
     def block(prefix, k, pre_only=False):
         shapes.update({f"{prefix}.attn.qkv.weight": (3 * d, d), f"{prefix}.attn.qkv.bias": (3 * d,),
-                       f"{prefix}.attn.q_norm.weight": (64,), f"{prefix}.attn.k_norm.weight": (64,)})
+                       f"{prefix}.attn.q_norm.weight": (head_dim,), f"{prefix}.attn.k_norm.weight": (head_dim,)})
         n = 2 if pre_only else 6
         shapes.update({f"{prefix}.adaLN_modulation.1.weight": (n * d, d), f"{prefix}.adaLN_modulation.1.bias": (n * d,)})
         if not pre_only:

@@ -168,6 +168,9 @@ def test_mmaudio_values_land_in_the_mapped_tensors_and_stats_are_returned():
     for key, value in state.items():
         if key in ("latent_mean", "latent_std"):
             torch.testing.assert_close(getattr(report, key), value.reshape(-1))
+        elif key.endswith((".attn.qkv.weight", ".attn.qkv.bias")):  # MMAudio's (h d j) rows -> avgen's (j h d)
+            rows = value.unflatten(0, (-1, 3))  # (D, 3, ...): channel c's q, k, v
+            assert torch.equal(own[mmaudio_to_avgen_key(key)], torch.cat([rows[:, j] for j in range(3)])), key
         else:
             assert torch.equal(own[mmaudio_to_avgen_key(key)], value), key
     torch.testing.assert_close(own["null_text"], state["empty_string_feat"])  # CLIP("") -> null text

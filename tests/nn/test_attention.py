@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from avgen.nn import CrossAttention, RMSNorm, SelfAttention, joint_attention, rope_angles, scaled_dot_product_attention
@@ -55,6 +56,18 @@ def test_joint_attention_equals_attention_over_concatenation():
         torch.testing.assert_close(out, exp, atol=1e-5, rtol=1e-5)
 
 
+def test_joint_attention_stream_without_queries_gives_keys_only():
+    """q = None (a key/value-only stream): the others' outputs are those of the full call, its own is None."""
+    g = torch.Generator().manual_seed(5)
+    streams = [tuple(torch.randn(2, 2, n, 8, generator=g) for _ in range(3)) for n in (5, 3, 4)]
+    masks = [None, torch.tensor([[True, True, False], [True, True, True]]), None]
+    full = joint_attention(streams, masks)
+    kv_only = joint_attention([streams[0], (None, *streams[1][1:]), streams[2]], masks)
+    assert kv_only[1] is None
+    torch.testing.assert_close(kv_only[0], full[0])
+    torch.testing.assert_close(kv_only[2], full[2])
+
+
 def test_rmsnorm_formula():
     norm = RMSNorm(8)
     with torch.no_grad():
@@ -62,6 +75,21 @@ def test_rmsnorm_formula():
     x = torch.randn(3, 4, 8)
     expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * norm.weight
     torch.testing.assert_close(norm(x), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_default_eps_matches_torch_rmsnorm(dtype):
+    """eps=None computes what torch.nn.RMSNorm(eps=None) (MMAudio's QK-norm) computes, in fp32 and bf16."""
+    ours, theirs = RMSNorm(8, eps=None), torch.nn.RMSNorm(8)
+    with torch.no_grad():
+        ours.weight.copy_(1 + 0.2 * torch.randn(8))
+        theirs.weight.copy_(ours.weight)
+    x = (1e-3 * torch.randn(3, 4, 8)).to(dtype)  # mean square ~1e-6: tiny activations, where eps matters
+    eps = torch.finfo(torch.float32).eps  # torch takes the upcast (fp32) type's epsilon for bf16 too
+    expected = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + eps) * ours.weight
+    torch.testing.assert_close(ours(x), expected.to(dtype))
+    torch.testing.assert_close(ours(x), theirs.to(dtype)(x))
+    assert not torch.allclose(RMSNorm(8, eps=1e-6)(x).float(), expected, rtol=2e-2, atol=0)  # the test can fail
 
 
 def test_self_attention_ignores_masked_tokens():

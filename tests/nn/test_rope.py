@@ -85,3 +85,39 @@ def test_rope_3d_split_and_angles():
         for p, band in ((f, dt), (r, dh), (c, dw)):
             expected += [p * 10000.0 ** (-2 * j / band) for j in range(band // 2)]
         torch.testing.assert_close(angles[index], torch.tensor(expected, dtype=torch.float32))
+
+
+def test_positions_at_rate_depend_on_time_not_on_clip_length():
+    from avgen.nn import positions_at_rate
+
+    # 8 fps CLIP frames on a 43.066 Hz latent timeline: frame i at i * 43.066 / 8 whatever the clip length
+    short, long = positions_at_rate(8, 8.0, 43.066), positions_at_rate(80, 8.0, 43.066)
+    torch.testing.assert_close(long[:8], short)
+    assert long[8].item() == pytest.approx(43.066)  # one second later = 43.066 latent frames later
+    # equals MMAudio's length-based rescaling only when the lengths match the rates exactly
+    torch.testing.assert_close(positions_at_rate(64, 8.0, 31.25), rescaled_positions(64, 250))
+    assert not torch.allclose(positions_at_rate(8, 8.0, 43.066), rescaled_positions(8, 44))
+    with pytest.raises(ValueError, match="rates must be > 0"):
+        positions_at_rate(4, 0.0, 1.0)
+
+
+def test_rope_3d_scores_depend_only_on_relative_grid_offsets():
+    """q.k between tokens at (t, h, w) grid cells is a function of the offset alone (Wan's 3-D RoPE)."""
+    d, (t, h, w) = 24, (4, 3, 5)
+    angles = rope_3d_angles(t, h, w, d).reshape(t, h, w, d // 2)
+    q, k = torch.randn(d), torch.randn(d)
+
+    def score(a, b):
+        rq = apply_rope(q.view(1, 1, 1, d), angles[a].view(1, -1))
+        rk = apply_rope(k.view(1, 1, 1, d), angles[b].view(1, -1))
+        return (rq * rk).sum()
+
+    offset = (1, 1, -2)
+    pairs = [((0, 0, 2), (1, 1, 0)), ((2, 1, 4), (3, 2, 2)), ((1, 0, 3), (2, 1, 1))]
+    for a, b in pairs:
+        assert tuple(bb - aa for aa, bb in zip(a, b)) == offset
+    scores = torch.stack([score(a, b) for a, b in pairs])
+    torch.testing.assert_close(scores, scores[0].expand(3), atol=1e-5, rtol=1e-5)
+    # each axis matters: moving along t, h or w alone changes the score
+    for other in ((1, 0, 2), (0, 1, 2), (0, 0, 3)):
+        assert not torch.allclose(score((0, 0, 2), other), score((0, 0, 2), (0, 0, 2)), atol=1e-4)

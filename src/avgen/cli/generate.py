@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import lightning as L
-import torch
 import yaml
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from avgen.data.batch import AVBatch, Sample, collate
+from avgen.data.spec import MediaSpec
 from avgen.models.generation import GenerationInputs, GenerationInterface, GenerationRequest, SamplingOptions
 
 __all__ = ["WavWriter", "generation_interface_for", "run_generate", "model_class_from_args"]
@@ -145,15 +145,16 @@ def generation_interface_for(class_path: str | None) -> GenerationInterface:
 
 
 # ---------------------------------------------------------------------------------- data
-def _media(datamodule: Optional[L.LightningDataModule], model) -> dict[str, Any]:
-    """The media options of the configured datamodule, where it has them (else the model's)."""
-    from avgen.data.composite import MEDIA_OPTIONS, media_option
+def _media(datamodule: Optional[L.LightningDataModule], model) -> MediaSpec:
+    """The media spec of the configured datamodule (any datamodule with ``media``), else the model's rate/length."""
+    spec = MediaSpec.of(datamodule) if datamodule is not None else None
+    if spec is None:
+        from avgen.data.composite import MEDIA_OPTIONS, media_option
 
-    values = {} if datamodule is None else {name: media_option(datamodule, name) for name in MEDIA_OPTIONS}
-    values = {name: value for name, value in values.items() if value is not None}
-    values.setdefault("sample_rate", model.codec.sample_rate)
-    values.setdefault("duration", model.duration)
-    return values
+        found = {} if datamodule is None else {n: media_option(datamodule, n) for n in MEDIA_OPTIONS}
+        found = {n: v for n, v in found.items() if v is not None}
+        spec = MediaSpec(**{"sample_rate": model.codec.sample_rate, "duration": model.duration, **found})
+    return spec
 
 
 def _requests(loader: DataLoader, prepare: Callable[[AVBatch], AVBatch], options: SamplingOptions) -> DataLoader:
@@ -167,16 +168,16 @@ def _requests(loader: DataLoader, prepare: Callable[[AVBatch], AVBatch], options
                       num_workers=loader.num_workers)
 
 
-def _manifest_loader(manifest: str, datamodule: Optional[L.LightningDataModule], media: dict[str, Any]) -> DataLoader:
+def _manifest_loader(manifest: str, datamodule: Optional[L.LightningDataModule], media: MediaSpec) -> DataLoader:
     from avgen.data import ManifestDataModule
 
     batch_size = getattr(datamodule, "batch_size", None) or getattr(datamodule, "hparams", {}).get("batch_size", 1)
-    dm = ManifestDataModule(predict_manifest=manifest, batch_size=batch_size, num_workers=0, **media)
+    dm = ManifestDataModule(predict_manifest=manifest, batch_size=batch_size, num_workers=0, **media.as_dict())
     dm.setup("predict")
     return dm.predict_dataloader()
 
 
-def _single_sample_loader(inputs: GenerationInputs, media: dict[str, Any], seconds: float) -> DataLoader:
+def _single_sample_loader(inputs: GenerationInputs, media: MediaSpec, seconds: float) -> DataLoader:
     """A loader of one sample from explicit inputs: the video's frame streams and the texts."""
     streams: dict[str, Any] = {}
     sample_id = "sample"
@@ -186,12 +187,12 @@ def _single_sample_loader(inputs: GenerationInputs, media: dict[str, Any], secon
         sample_id = Path(inputs.video).stem
         clip = load_video(
             inputs.video,
-            fps=[float(media.get("semantic_fps", 8.0)), float(media.get("sync_fps", 25.0))],
-            sizes=[int(media.get("semantic_size", 224)), int(media.get("sync_size", 224))],
+            fps=[media.semantic_fps, media.sync_fps],
+            sizes=[media.semantic_size, media.sync_size],
             duration=seconds,
         )
         streams = {"video_semantic": clip.streams[0], "video_sync": clip.streams[1]}
-    sample = Sample(id=sample_id, sample_rate=int(media["sample_rate"]), seconds_total=seconds, **inputs.texts, **streams)
+    sample = Sample(id=sample_id, sample_rate=media.sample_rate, seconds_total=seconds, **inputs.texts, **streams)
     return DataLoader([sample], batch_size=1, collate_fn=collate)
 
 
@@ -215,7 +216,7 @@ def run_generate(
         raise TypeError(f"{type(model).__name__} takes {interface.options_class.__name__}, got {type(options).__name__}")
     inputs = dataclasses.replace(inputs, has_datamodule=datamodule is not None)
     media = _media(datamodule, model)
-    interface.check(options, inputs, clip_seconds=float(media["duration"]))
+    interface.check(options, inputs, clip_seconds=media.duration)
     reference = None
     if inputs.reference_audio is not None:
         if not Path(inputs.reference_audio).is_file():
@@ -225,7 +226,7 @@ def run_generate(
         reference = load_audio(inputs.reference_audio, model.codec.sample_rate, None, 0.0).waveform
     seconds = interface.loading_duration(options)
     if seconds is not None:
-        media = {**media, "duration": float(seconds)}
+        media = media.replace(duration=float(seconds))
 
     def prepare(batch: AVBatch) -> AVBatch:
         return interface.prepare_batch(batch, options, inputs, reference)
@@ -233,9 +234,9 @@ def run_generate(
     if inputs.manifest is not None:
         loader = _manifest_loader(inputs.manifest, datamodule, media)
     elif interface.single_sample(options, inputs):
-        loader = _single_sample_loader(inputs, media, float(media["duration"]))
+        loader = _single_sample_loader(inputs, media, media.duration)
         if options.duration is None and seconds is None:  # no audio to take the length from: the data's clip length
-            options = dataclasses.replace(options, duration=float(media["duration"]))
+            options = dataclasses.replace(options, duration=media.duration)
     else:
         if datamodule is None:
             raise ValueError("no datamodule configured: give --manifest, --video or --caption")

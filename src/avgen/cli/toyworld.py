@@ -29,6 +29,8 @@ def toyworld(argv: list[str]) -> None:
     export.add_argument("--size", type=int, help="video frame side in pixels (default 64); the mp4 is 25 fps")
     export.add_argument("--scenarios", nargs="+", help="scenarios to draw from, e.g. vta tta omnisonic_s1 joint_av")
     export.add_argument("--speech", choices=["auto", "espeak", "formant"], help="speech synthesizer (default auto)")
+    export.add_argument("--mux_audio", action="store_true",
+                        help="also mux the audio into each mp4 (a playable clip with sound; the wav stays)")
     ns = parser.parse_args(argv)
     from avgen.data import export_toyworld
 
@@ -37,7 +39,7 @@ def toyworld(argv: list[str]) -> None:
         for k in ("duration", "sample_rate", "size", "scenarios", "speech")
         if getattr(ns, k) is not None
     }
-    manifest = export_toyworld(ns.n, ns.output_dir, split=ns.split, seed=ns.seed, **media)
+    manifest = export_toyworld(ns.n, ns.output_dir, split=ns.split, seed=ns.seed, mux_audio=ns.mux_audio, **media)
     print(f"avgen toyworld export: wrote {ns.n} samples to {Path(ns.output_dir).resolve()} (manifest {manifest})")
 
 

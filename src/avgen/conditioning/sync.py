@@ -32,6 +32,10 @@ from torch import Tensor, nn
 
 from avgen.conditioning._common import FrozenEncoder, check_frames, resize_short_side_center_crop, seeded_build
 
+# Tokens per 16-frame window of the real Synchformer (16 frames / tubelet 2); MMAudio-style networks
+# add a learned position embedding per token of a segment and slice sync features by whole segments.
+SYNC_SEGMENT_TOKENS = 8
+
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
 
 

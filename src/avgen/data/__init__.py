@@ -3,9 +3,10 @@ FoleyGenEx adverb augmentation, balanced two-dataset batches and OmniSonic's Uni
 
 from avgen.data.augmentation import AdverbAugmentation, AppliedAugmentation, mine_adverbs
 from avgen.data.batch import AVBatch, Sample, collate, length_mask
+from avgen.data.spec import MediaSpec
 from avgen.data.export import export_toyworld
 from avgen.data.manifest import ManifestDataModule, ManifestDataset, collate_skipping, read_manifest
-from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_wav
+from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_video_with_audio, write_wav
 from avgen.data.mixing import BalancedBatchSampler, BalancedDataModule
 from avgen.data.unihagen import (
     DEFAULT_SPEECH_CATEGORIES,
@@ -18,10 +19,10 @@ from avgen.data.unihagen import (
 from avgen.data.toyworld import CLASS_NAMES, CLASSES, SCENARIOS, ToyWorld, ToyWorldDataModule
 
 __all__ = [
-    "AVBatch", "Sample", "collate", "length_mask",
+    "AVBatch", "Sample", "collate", "length_mask", "MediaSpec",
     "ToyWorld", "ToyWorldDataModule", "SCENARIOS", "CLASSES", "CLASS_NAMES",
     "ManifestDataModule", "ManifestDataset", "read_manifest", "collate_skipping",
-    "MediaError", "load_audio", "load_video", "write_wav", "write_mp4",
+    "MediaError", "load_audio", "load_video", "write_wav", "write_mp4", "write_video_with_audio",
     "export_toyworld",
     "AdverbAugmentation", "AppliedAugmentation", "mine_adverbs",
     "BalancedDataModule", "BalancedBatchSampler",

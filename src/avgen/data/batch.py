@@ -15,6 +15,11 @@ Shapes (B = batch):
 * ``video_sync``       (B, F, 3, H, W) float32 in [0, 1] at the sync frame rate (Synchformer stream, 25 fps)
 * ``semantic_features`` (B, F, D) / ``sync_features`` (B, T_sync, D): precomputed visual features
 * ``reference_audio``  (B, S_ref) waveform with ``reference_audio_lengths`` (B,)
+* ``target_video``     (B, F, 3, H, W) float32 in [0, 1]: the video to *generate* (Harmony), at the
+  model's ``video_fps`` / ``video_size``; ``target_video_lengths`` (B,) valid frames; ``video_fps``
+  its frame rate. Flag ``has_target_video`` (``has_video`` keeps meaning the conditioning streams)
+* ``reference_image``  (B, 3, H, W) float32 in [0, 1]: the first frame of the target video (TI2V
+  image condition); flag ``has_reference_image``
 * text fields are ``list[str]`` with ``""`` where absent (and the flag False). A text flag means "the
   text is non-empty": ``""`` and ``None`` both give False. A model for which an empty text is itself a
   condition (OmniSonic's ``empty_caption="encode"``: FLAN-T5 encodes ``""``) decides that from the flag
@@ -41,7 +46,7 @@ TEXT_FIELDS: tuple[str, ...] = (
     "video_caption",  # description of the video itself (Harmony)
 )
 # Tensor modalities with a presence flag. ``video`` covers both frame streams and their features.
-TENSOR_MODALITIES: tuple[str, ...] = ("audio", "video", "reference_audio")
+TENSOR_MODALITIES: tuple[str, ...] = ("audio", "video", "reference_audio", "target_video", "reference_image")
 PRESENCE_FLAGS: tuple[str, ...] = tuple(f"has_{n}" for n in TENSOR_MODALITIES + TEXT_FIELDS)
 
 
@@ -60,6 +65,9 @@ class Sample:
     semantic_features: Tensor | None = None  # (F, D)
     sync_features: Tensor | None = None  # (T_sync, D)
     reference_audio: Tensor | None = None  # (S_ref,)
+    target_video: Tensor | None = None  # (F, 3, H, W) in [0, 1] at ``video_fps``: the video to generate
+    reference_image: Tensor | None = None  # (3, H, W) in [0, 1]: the first frame of the target video
+    video_fps: float | None = None  # frame rate of ``target_video``
     caption: str | None = None
     offscreen_caption: str | None = None
     transcript: str | None = None
@@ -111,6 +119,18 @@ class AVBatch:
     seconds_start: Tensor | None = None
     seconds_total: Tensor | None = None
     meta: list[dict[str, Any]] = field(default_factory=list)
+    target_video: Tensor | None = None
+    target_video_lengths: Tensor | None = None
+    reference_image: Tensor | None = None
+    video_fps: float | None = None
+    # Flags of the generated-video streams; None (a batch built by hand) means absent for every sample.
+    has_target_video: Tensor | None = None
+    has_reference_image: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("has_target_video", "has_reference_image"):
+            if getattr(self, name) is None:
+                setattr(self, name, torch.zeros(len(self.ids), dtype=torch.bool))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -191,6 +211,21 @@ def collate(samples: Sequence[Sample]) -> AVBatch:
         values = [getattr(s, name) for s in samples]
         if any(v is not None for v in values):
             kwargs[name], _ = _pad_stack(values, what=name, ids=ids)
+    target = [s.target_video for s in samples]
+    if any(v is not None for v in target):
+        kwargs["target_video"], kwargs["target_video_lengths"] = _pad_stack(target, what="target_video", ids=ids)
+        rates = {s.video_fps for s, v in zip(samples, target) if v is not None}
+        if len(rates) != 1 or None in rates:
+            raise ValueError(f"samples {ids} carry target video at frame rates {sorted(map(str, rates))}; "
+                             "decode every target video at one video_fps")
+        kwargs["video_fps"] = float(rates.pop())
+    images = [s.reference_image for s in samples]
+    if any(v is not None for v in images):
+        kwargs["reference_image"], _ = _pad_stack([None if v is None else v[None] for v in images],
+                                                  what="reference_image", ids=ids)
+        kwargs["reference_image"] = kwargs["reference_image"][:, 0]
+    kwargs["has_target_video"] = flags(target)
+    kwargs["has_reference_image"] = flags(images)
     kwargs["has_audio"] = flags([s.audio if s.audio is not None else s.latents for s in samples])
     kwargs["has_video"] = torch.tensor([s.has_video for s in samples], dtype=torch.bool)
     kwargs["has_reference_audio"] = flags([s.reference_audio for s in samples])

@@ -1,9 +1,8 @@
 """Datamodules built from other datamodules (balanced VTA:TTA batches, UniHAGen mixtures).
 
-They expose the shared media options of the internal contract (``sample_rate``, ``duration``,
-``semantic_fps``, ``sync_fps``, ``semantic_size``, ``sync_size``) from their primary source, so the
-CLI and models read them as from any datamodule, and forward ``predict_duration`` (the CLI's
-``--total_duration``) to every source.
+They expose the :class:`~avgen.data.spec.MediaSpec` of their primary source as ``media`` (and its
+fields as attributes), so the CLI and models read it as from any datamodule, and forward
+``predict_duration`` (the CLI's ``--total_duration``) to every source.
 """
 
 from __future__ import annotations
@@ -12,11 +11,16 @@ from typing import Any
 
 import lightning as L
 
-MEDIA_OPTIONS: tuple[str, ...] = ("sample_rate", "duration", "semantic_fps", "sync_fps", "semantic_size", "sync_size")
+from avgen.data.spec import MediaSpec
+
+MEDIA_OPTIONS: tuple[str, ...] = MediaSpec.fields()
 
 
 def media_option(datamodule: L.LightningDataModule, name: str) -> Any:
-    """A media option of ``datamodule``: its attribute, else its saved hyper-parameter, else None."""
+    """A media option of ``datamodule``: from its ``media`` spec, else its attribute or saved hyper-parameter."""
+    spec = MediaSpec.of(datamodule)
+    if spec is not None:
+        return getattr(spec, name)
     value = getattr(datamodule, name, None)
     return getattr(datamodule, "hparams", {}).get(name) if value is None else value
 
@@ -35,12 +39,18 @@ class CompositeDataModule(L.LightningDataModule):
     def media_option(self, name: str) -> Any:
         return media_option(self.primary_source(), name)
 
+    @property
+    def media(self) -> MediaSpec | None:
+        return MediaSpec.of(self.primary_source())
+
     sample_rate = property(lambda self: self.media_option("sample_rate"))
     duration = property(lambda self: self.media_option("duration"))
     semantic_fps = property(lambda self: self.media_option("semantic_fps"))
     sync_fps = property(lambda self: self.media_option("sync_fps"))
     semantic_size = property(lambda self: self.media_option("semantic_size"))
     sync_size = property(lambda self: self.media_option("sync_size"))
+    video_fps = property(lambda self: self.media_option("video_fps"))
+    video_size = property(lambda self: self.media_option("video_size"))
 
     def check_same_media(self, names: dict[str, L.LightningDataModule]) -> None:
         """Raise if two sources disagree on a media option (their samples end up in one batch)."""

@@ -19,13 +19,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
 from avgen.data.batch import TEXT_FIELDS, AVBatch, Sample, collate
 from avgen.data.report import EVENT_KEY, add_event
+from avgen.data.spec import MediaSpec
 from avgen.data.media import MediaError, audio_info, load_audio, load_video, video_info
 from avgen.data.toyworld import SCENARIOS
 
@@ -206,6 +207,9 @@ class ManifestDataset(Dataset):
         max_skip_fraction: float = 0.1,
         max_video_pad_fraction: float = 0.25,
         substitute: bool = False,
+        video_fps: float | None = None,
+        video_size: int | tuple[int, int] = 32,
+        reference_image: bool = True,
     ) -> None:
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error={on_error!r} must be one of {ON_ERROR}")
@@ -226,6 +230,12 @@ class ManifestDataset(Dataset):
         self.transform = transform  # Sample -> Sample after decoding (e.g. AdverbAugmentation)
         self.text_spec: Any = None  # avgen.data.report.TextSpec, installed by DataReportCallback
         self.setup_skips: list[tuple[int, str, str]] = []  # (line, id, reason)
+                # Target video (Harmony): the row's video decoded once more at video_fps / video_size
+        if video_fps is not None and video_fps <= 0:
+            raise ValueError(f"video_fps must be positive (or None for no target video), got {video_fps}")
+        self.video_fps = None if video_fps is None else float(video_fps)
+        self.video_size = video_size if isinstance(video_size, int) else tuple(int(v) for v in video_size)
+        self.reference_image = bool(reference_image)
         all_rows = read_manifest(self.manifest, on_error, self.setup_skips)
         # A row with a ``split`` column belongs only to that split; rows without one belong to all.
         rows = [r for r in all_rows if split is None or r.split is None or r.split == split]
@@ -368,10 +378,16 @@ class ManifestDataset(Dataset):
                           SILENCE_PEAK if self.skip_silent else None)
         if clip.source_channels > 1:
             add_event(meta, "downmixed", row.id, f"{clip.source_channels} channels averaged")
-        video_semantic = video_sync = None
+        video_semantic = video_sync = target_video = None
         if row.video is not None:
-            video = load_video(row.video, self.fps, self.sizes, self.duration, row.start)
-            video_semantic, video_sync = video.streams
+            fps, sizes = list(self.fps), list(self.sizes)
+            if self.video_fps is not None:
+                fps.append(self.video_fps)
+                sizes.append(self.video_size)
+            video = load_video(row.video, fps, sizes, self.duration, row.start)
+            video_semantic, video_sync = video.streams[:2]
+            if self.video_fps is not None:
+                target_video = video.streams[2]
             audio_end = row.start + clip.valid_length / self.sample_rate
             if video.source_seconds < audio_end - 1.0 / self.fps[1]:
                 frames = max(video_sync.shape[0], 1)
@@ -387,7 +403,7 @@ class ManifestDataset(Dataset):
                             "for %d of %d frames", where, row.id, video.source_seconds, audio_end,
                             video.padded_frames[1], frames)
             if any(video.padded_frames):
-                meta["video_padded_frames"] = {"semantic": video.padded_frames[0], "sync": video.padded_frames[1]}
+                meta["video_padded_frames"] = dict(zip(("semantic", "sync", "target"), video.padded_frames))
         reference = None
         if row.reference_audio is not None:
             ref = load_audio(row.reference_audio, self.sample_rate, None, 0.0)
@@ -400,6 +416,9 @@ class ManifestDataset(Dataset):
             video_semantic=video_semantic,
             video_sync=video_sync,
             reference_audio=reference,
+            target_video=target_video,
+            reference_image=target_video[0].clone() if target_video is not None and self.reference_image else None,
+            video_fps=self.video_fps if target_video is not None else None,
             task=row.task or infer_task(row),
             seconds_start=row.start,
             seconds_total=clip.source_seconds,
@@ -448,6 +467,9 @@ class ManifestDataModule(L.LightningDataModule):
     ``transform``: a ``Sample -> Sample`` callable (e.g. ``avgen.data.AdverbAugmentation``) applied to
     the splits in ``transform_splits`` (default: train only). ``predict_duration``: clip length of the
     predict split when it differs from ``duration`` (``avgen generate --total_duration``).
+    ``video_fps`` / ``video_size`` (side or [height, width]): decode each row's video once more as the
+    *target* video (Harmony) at this rate and size; ``reference_image``: its first frame. Off when
+    ``video_fps`` is None.
     """
 
     def __init__(
@@ -474,6 +496,9 @@ class ManifestDataModule(L.LightningDataModule):
         predict_duration: Optional[float] = None,
         max_skip_fraction: float = 0.1,
         max_video_pad_fraction: float = 0.25,
+        video_fps: Optional[float] = None,
+        video_size: Union[int, tuple[int, int]] = 32,
+        reference_image: bool = True,
     ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
@@ -485,6 +510,8 @@ class ManifestDataModule(L.LightningDataModule):
                           "predict": predict_manifest}
         self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
         self.sample_rate, self.duration = int(sample_rate), float(duration)
+        self.video_fps = None if video_fps is None else float(video_fps)
+        self.video_size = video_size
         self.datasets: dict[str, ManifestDataset] = {}
         self.text_spec: Any = None  # avgen.data.report.TextSpec, installed by DataReportCallback
 
@@ -499,12 +526,20 @@ class ManifestDataModule(L.LightningDataModule):
                 manifest, split=split, duration=duration, sample_rate=h.sample_rate, semantic_fps=h.semantic_fps,
                 sync_fps=h.sync_fps, semantic_size=h.semantic_size, sync_size=h.sync_size, on_error=h.on_error,
                 skip_silent=h.skip_silent, short_video=h.short_video, probe_media=h.probe_media,
+                video_fps=h.video_fps, video_size=h.video_size, reference_image=h.reference_image,
                 transform=self.transform if split in self.transform_splits else None,
                 max_skip_fraction=h.max_skip_fraction, max_video_pad_fraction=h.max_video_pad_fraction,
                 substitute=split == "train",
             )
             self.datasets[split].text_spec = self.text_spec
         return self.datasets[split]
+
+    @property
+    def media(self) -> MediaSpec:
+        """The media spec every split decodes to (:class:`~avgen.data.spec.MediaSpec`)."""
+        h = self.hparams
+        return MediaSpec(h.duration, h.sample_rate, h.semantic_fps, h.sync_fps, h.semantic_size, h.sync_size,
+                         h.video_fps, h.video_size)
 
     @property
     def predict_duration(self) -> float | None:

@@ -207,27 +207,33 @@ def video_info(path: str | Path) -> dict[str, float]:
         container.close()
 
 
-def _to_square(frames: torch.Tensor, size: int) -> torch.Tensor:
-    """(F, 3, H, W) -> (F, 3, size, size): centre crop to a square (keeps aspect), then resize."""
+def _to_size(frames: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """(F, 3, H, W) -> (F, 3, out_h, out_w): centre crop to the target aspect ratio, then resize.
+
+    ``size`` is a side (square output) or (height, width).
+    """
+    out_h, out_w = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     _, _, h, w = frames.shape
-    s = min(h, w)
-    top, left = (h - s) // 2, (w - s) // 2
-    frames = frames[:, :, top : top + s, left : left + s]
-    if s != size:
-        frames = F.interpolate(frames, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    crop_h, crop_w = (h, round(h * out_w / out_h)) if w * out_h >= h * out_w else (round(w * out_h / out_w), w)
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
+    frames = frames[:, :, top : top + crop_h, left : left + crop_w]
+    if (crop_h, crop_w) != (out_h, out_w):
+        frames = F.interpolate(frames, size=(out_h, out_w), mode="bilinear", antialias=True, align_corners=False)
     return frames.clamp_(0.0, 1.0)
+
 
 
 def load_video(
     path: str | Path,
     fps: Sequence[float],
-    sizes: Sequence[int],
+    sizes: Sequence[int | Sequence[int]],
     duration: float,
     start: float = 0.0,
 ) -> VideoClip:
     """Decode ``[start, start + duration)`` of ``path`` once and sample it at each requested rate.
 
-    Frame k of a stream at ``fps`` is the source frame *shown* at ``start + k / fps`` (the last frame
+    ``sizes``: per stream a side (centre-cropped square) or (height, width) (centre crop to that
+    aspect ratio). Frame k of a stream at ``fps`` is the source frame *shown* at ``start + k / fps`` (the last frame
     whose timestamp is not after it). Times past the video's end repeat the last frame; the count is
     returned in ``padded_frames`` so callers can report (or skip) short videos.
     """
@@ -272,7 +278,7 @@ def load_video(
         idx = np.clip(np.searchsorted(stamps, targets + 1e-4, side="right") - 1, 0, len(images) - 1)
         padded.append(int((targets >= covered_until - 1e-4).sum()))
         chosen = all_frames[torch.from_numpy(idx)].float().div_(255.0)
-        streams.append(_to_square(chosen, int(size)))
+        streams.append(_to_size(chosen, size))
     return VideoClip(streams, padded, float(covered_until))
 
 
@@ -337,3 +343,26 @@ def write_mp4(
             for packet in astream.encode():
                 container.mux(packet)
     return path
+
+
+def write_video_with_audio(
+    directory: str | Path,
+    sample_id: str,
+    frames: torch.Tensor,
+    fps: float,
+    audio: torch.Tensor | np.ndarray,
+    sample_rate: int,
+) -> tuple[Path, Path]:
+    """The one output writer of joint audio-video generation: ``<id>.mp4`` + ``<id>.wav`` in ``directory``.
+
+    The mp4 holds the (F, 3, H, W) frames in [0, 1] at ``fps`` (H.264 when PyAV has it, else
+    MPEG-4) with the mono ``audio`` muxed in as AAC; the wav holds the same audio losslessly (AAC
+    pads and rounds, so metrics should read the wav). Returns (mp4 path, wav path).
+    """
+    if frames.dim() != 4 or frames.shape[1] != 3:
+        raise ValueError(f"write_video_with_audio({sample_id!r}): frames must be (F, 3, H, W), got {tuple(frames.shape)}")
+    directory = Path(directory)
+    audio = audio.detach().cpu().float().reshape(-1) if isinstance(audio, torch.Tensor) else np.asarray(audio, np.float32).reshape(-1)
+    mp4 = write_mp4(directory / f"{sample_id}.mp4", frames, fps, audio=audio, sample_rate=sample_rate)
+    wav = write_wav(directory / f"{sample_id}.wav", audio, sample_rate)
+    return mp4, wav

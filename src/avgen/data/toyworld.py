@@ -12,6 +12,8 @@ function of time so any frame rate works:
   shown as a face whose mouth opening follows the speech envelope; singing on a pentatonic melody;
 * captions from templates whose adverbs change the audio: fast/slow (event rate), loud/quiet (gain),
   near/far (low-pass + reverb, and a smaller object on screen);
+* a target video stream (``video_fps`` / ``video_size``, off by default) for joint audio-video
+  generation, rendered by the same function of time, with its first frame as reference image;
 * every paper's scenario (``SCENARIOS``): FoleyGenEx VTA/TTA, OmniSonic UniHAGen S1-S3 (appendix
   A.1: S1 on-screen env + off-screen speech, S2 on-screen speech + off-screen env, S3 on-screen env
   + off-screen env + off-screen speech), AudioGen-Omni speech and song, Harmony joint audio-video.
@@ -22,6 +24,7 @@ function of time so any frame rate works:
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
@@ -32,6 +35,7 @@ from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 from torch.utils.data import DataLoader, Dataset
 
 from avgen.data.batch import Sample, collate
+from avgen.data.spec import MediaSpec
 from avgen.data.speech import VOCABULARY, VOICES, resolve_backend, speak_word, sung_word
 
 SCENARIOS: tuple[str, ...] = (
@@ -350,6 +354,10 @@ class ToyWorld:
         seed: int = 0,
         always_reference: bool = False,
         reference_seconds: float = 1.0,
+        video_fps: float | None = None,
+        video_size: int = 32,
+        reference_image: bool = True,
+        min_duration: float | None = None,
     ) -> None:
         if duration < 0.5:
             raise ValueError(f"ToyWorld needs duration >= 0.5 s to place events, got {duration}")
@@ -372,6 +380,46 @@ class ToyWorld:
         if reference_seconds < 0.5:
             raise ValueError(f"reference_seconds must be >= 0.5 s (room for one event), got {reference_seconds}")
         self.reference_seconds = float(reference_seconds)
+        # Variable-length clips (AudioGen-Omni §3.3): each sample lasts a seeded draw in
+        # [min_duration, duration] (10 ms grid); None keeps every clip at ``duration``.
+        if min_duration is not None and not 0.5 <= min_duration <= duration:
+            raise ValueError(f"min_duration must be in [0.5, duration={duration}] s, got {min_duration}")
+        self.min_duration = None if min_duration is None else float(min_duration)
+
+        # Target video (the stream a joint audio-video model generates, Harmony): rendered at
+        # ``video_fps`` / ``video_size`` for every sample with video when ``video_fps`` is set; its
+        # first frame is the reference image when ``reference_image``. Off (None) by default.
+        if video_fps is not None and video_fps <= 0:
+            raise ValueError(f"video_fps must be positive (or None for no target video), got {video_fps}")
+        if video_size < 2:
+            raise ValueError(f"video_size must be >= 2 pixels, got {video_size}")
+        self.video_fps = None if video_fps is None else float(video_fps)
+        self.video_size = int(video_size)
+        self.reference_image = bool(reference_image)
+
+    def clip_duration(self, index: int, split: str = "train") -> float:
+        """Length of sample ``index`` in seconds (its own random stream, so it changes nothing else)."""
+        if self.min_duration is None or self.min_duration == self.duration:
+            return self.duration
+        u = float(self._rng(split, index, stream=3).uniform(self.min_duration, self.duration))
+        return round(min(max(round(u, 2), self.min_duration), self.duration), 6)
+
+    @property
+    def media(self) -> MediaSpec:
+        """How this world renders media (clip length, rates, frame sizes)."""
+        return MediaSpec(self.duration, self.sample_rate, self.semantic_fps, self.sync_fps, self.semantic_size,
+                         self.sync_size, self.video_fps, self.video_size)
+
+    def _replace(self, **changes: Any) -> "ToyWorld":
+        """A world with the same options except ``changes`` (e.g. another duration)."""
+        options = dict(duration=self.duration, sample_rate=self.sample_rate, semantic_fps=self.semantic_fps,
+                       sync_fps=self.sync_fps, semantic_size=self.semantic_size, sync_size=self.sync_size,
+                       scenarios=self.scenarios, speech=self.speech, seed=self.seed,
+                       always_reference=self.always_reference, reference_seconds=self.reference_seconds,
+                       video_fps=self.video_fps, video_size=self.video_size, reference_image=self.reference_image,
+                       # another clip length is one fixed length (generation at --duration)
+                       min_duration=None if "duration" in changes else self.min_duration)
+        return ToyWorld(**{**options, **changes})
 
     @property
     def num_samples(self) -> int:
@@ -408,11 +456,13 @@ class ToyWorld:
             t += rng.uniform(lo, hi)
         return EnvSource(cls, onsets, adverbs, onscreen, int(rng.integers(2**31)))
 
-    def _voice(self, rng, *, onscreen, voice=None, sing=False, duration=None) -> VoiceSource:
+    def _voice(self, rng, *, onscreen, voice=None, sing=False, duration=None, words=None) -> VoiceSource:
         duration = self.duration if duration is None else duration
         voice = int(rng.integers(len(VOICES))) if voice is None else voice
         seed = int(rng.integers(2**31))
         candidates = [VOCABULARY[i] for i in rng.permutation(len(VOCABULARY))[: int(rng.integers(2, 5))]]
+        if words is not None:  # the given lyrics / transcript (same draws as before, so nothing else moves)
+            candidates = list(words)
         t = rng.uniform(0.05, 0.25)
         words, starts, ends, notes = [], [], [], []
         scale = (0, 2, 4, 7, 9, 12)  # pentatonic semitones above the voice's f0
@@ -445,8 +495,14 @@ class ToyWorld:
         cls: int | None = None,
         adverbs: dict[str, str] | None = None,
         motion: str | None = None,
+        lyrics: str | None = None,
     ) -> Scene:
-        """Draw the scene of sample ``index``. Keyword overrides pin choices (tests, demos)."""
+        """Draw the scene of sample ``index``. Keyword overrides pin choices (tests, demos).
+
+        ``lyrics``: the words the voice sings (``song``: any alphabetic words, each a pitched
+        syllable run on a pentatonic note) or says (speech scenarios: words of ``VOCABULARY``);
+        words that do not fit the clip are dropped, as drawn words are.
+        """
         rng = self._rng(split, index)
         if self.scenarios is not None:
             drawn = self.scenarios[int(rng.integers(len(self.scenarios)))]
@@ -456,17 +512,28 @@ class ToyWorld:
         scenario = scenario or drawn
         if scenario not in SCENARIOS:
             raise ValueError(f"unknown scenario {scenario!r}; choose from {SCENARIOS}")
-        sc = Scene(scenario=scenario, duration=self.duration)
+        sc = Scene(scenario=scenario, duration=self.clip_duration(index, split))
         sc.motion = motion or MOTIONS[int(rng.integers(len(MOTIONS)))]
         env_on = scenario in ("vta", "tta", "omnisonic_s1", "omnisonic_s3", "joint_av")
         face = scenario in ("omnisonic_s2", "speech", "song", "joint_av")
         if env_on:
-            sc.env = self._env(rng, onscreen=scenario != "tta", cls=cls, adverbs=adverbs)
+            sc.env = self._env(rng, onscreen=scenario != "tta", cls=cls, adverbs=adverbs, duration=sc.duration)
         if scenario in ("omnisonic_s2", "omnisonic_s3"):
             exclude = (sc.env.cls,) if sc.env is not None else ()
-            sc.offscreen_env = self._env(rng, onscreen=False, exclude=exclude, adverbs=None if env_on else adverbs)
+            sc.offscreen_env = self._env(rng, onscreen=False, exclude=exclude, adverbs=None if env_on else adverbs,
+                                         duration=sc.duration)
         if scenario != "vta" and scenario != "tta":
-            sc.voice = self._voice(rng, onscreen=face, sing=scenario == "song")
+            words = None
+            if lyrics is not None:
+                words = [w for w in re.sub(r"[^a-z ]", " ", lyrics.lower()).split()]
+                unknown = [w for w in words if w not in VOCABULARY]
+                if scenario != "song" and unknown:
+                    raise ValueError(f"ToyWorld speaks only {VOCABULARY}; {unknown} cannot be spoken (songs sing any word)")
+                if not words:
+                    raise ValueError(f"lyrics {lyrics!r} have no alphabetic word to sing")
+            sc.voice = self._voice(rng, onscreen=face, sing=scenario == "song", duration=sc.duration, words=words)
+        elif lyrics is not None:
+            raise ValueError(f"lyrics were given but scenario {scenario!r} has no voice; use 'song' or a speech scenario")
         sc.has_video = scenario != "tta"
         sc.show_face = face
         sc.face_x = 0.27 if (face and env_on) else float(rng.uniform(0.4, 0.6))
@@ -513,7 +580,7 @@ class ToyWorld:
 
     def tracks(self, sc: Scene, num_samples: int | None = None) -> dict[str, np.ndarray]:
         """Per-source waveforms (before mixing): keys "env", "offscreen_env", "voice"."""
-        n = self.num_samples if num_samples is None else num_samples
+        n = int(round(sc.duration * self.sample_rate)) if num_samples is None else num_samples
         out = {}
         if sc.env is not None:
             out["env"] = render_env(sc.env, n, self.sample_rate)
@@ -599,10 +666,12 @@ class ToyWorld:
         sc = self.scene(index, split, **overrides)
         tracks = self.tracks(sc)
         mix = limit(sum(tracks.values()))
-        video_semantic = video_sync = None
+        video_semantic = video_sync = target_video = None
         if sc.has_video:
             video_semantic = self.render(sc, self.semantic_fps, self.semantic_size, tracks)
             video_sync = self.render(sc, self.sync_fps, self.sync_size, tracks)
+            if self.video_fps is not None:
+                target_video = self.render(sc, self.video_fps, self.video_size, tracks)
         ref = self._reference(sc, split, index)
         return Sample(
             id=self.sample_id(index, split),
@@ -611,9 +680,12 @@ class ToyWorld:
             video_semantic=video_semantic,
             video_sync=video_sync,
             reference_audio=None if ref is None else torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32)),
+            target_video=target_video,
+            reference_image=target_video[0].clone() if target_video is not None and self.reference_image else None,
+            video_fps=self.video_fps if target_video is not None else None,
             task=sc.scenario,
             seconds_start=0.0,
-            seconds_total=self.duration,
+            seconds_total=sc.duration,
             meta={**self.meta(sc), **self.task_inputs(sc, split, index)},
             **sc.captions,
         )
@@ -653,6 +725,9 @@ class ToyWorldDataModule(L.LightningDataModule):
     the predict split when it differs from ``duration`` (Foley extension beyond the training window;
     set by ``avgen generate --total_duration``). ``always_reference``, ``reference_seconds``: see
     :class:`ToyWorld` (the reference clip must be shorter than the model's window for FE / AC-VTA).
+    ``video_fps``, ``video_size``, ``reference_image``: the target video stream (Harmony) and its
+    first frame as reference image; no target video when ``video_fps`` is None. ``min_duration``:
+    variable-length clips, each a seeded length in [min_duration, duration] (AudioGen-Omni §3.3).
     """
 
     def __init__(
@@ -677,6 +752,10 @@ class ToyWorldDataModule(L.LightningDataModule):
         transform: Optional[Callable[[Sample], Sample]] = None,
         transform_splits: list[str] = ["train"],  # noqa: B006 (jsonargparse needs the literal default)
         predict_duration: Optional[float] = None,
+        video_fps: Optional[float] = None,
+        video_size: int = 32,
+        reference_image: bool = True,
+        min_duration: Optional[float] = None,
     ) -> None:
         super().__init__()
         unknown = set(transform_splits) - set(SPLITS)
@@ -688,9 +767,17 @@ class ToyWorldDataModule(L.LightningDataModule):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.sizes = {"train": train_size, "val": val_size, "test": test_size, "predict": predict_size}
         self.world = ToyWorld(duration, sample_rate, semantic_fps, sync_fps, semantic_size, sync_size,
-                              scenarios, speech, seed, always_reference, reference_seconds)
+                              scenarios, speech, seed, always_reference, reference_seconds,
+                              video_fps=video_fps, video_size=video_size, reference_image=reference_image,
+                              min_duration=min_duration)
         self.sample_rate = int(sample_rate)
         self.duration = float(duration)
+        self.video_fps = self.world.video_fps
+        self.video_size = self.world.video_size
+
+    @property
+    def media(self) -> MediaSpec:
+        return self.world.media
 
     @property
     def predict_duration(self) -> float | None:
@@ -706,9 +793,7 @@ class ToyWorldDataModule(L.LightningDataModule):
         """The world of a split: the predict split may render longer clips (``predict_duration``)."""
         if split != "predict" or self._predict_duration in (None, self.world.duration):
             return self.world
-        w = self.world
-        return ToyWorld(self._predict_duration, w.sample_rate, w.semantic_fps, w.sync_fps, w.semantic_size,
-                        w.sync_size, w.scenarios, w.speech, w.seed, w.always_reference, w.reference_seconds)
+        return self.world._replace(duration=self._predict_duration)
 
     def dataset(self, split: str) -> ToyWorldDataset:
         transform = self.transform if split in self.transform_splits else None

@@ -9,10 +9,13 @@ from avgen.models.base import FlowMatchingModule
 from avgen.models.generation import GenerationInputs, GenerationInterface, GenerationRequest, SamplingOptions, Task
 from avgen.models.protocol import FlowNetwork
 from avgen.models.registry import create_network, list_networks, network_preset, register_network
+from avgen.models.audiogen_omni import AudioGenOmni  # noqa: E402  (registers its presets)
 from avgen.models.foleygenex import FoleyGenEx  # noqa: E402  (registers its presets)
 from avgen.models.omnisonic import OmniSonic  # noqa: E402
+from avgen.models import harmony as _harmony  # noqa: E402,F401  (registers the Wan video presets)
 
 __all__ = [
+    "AudioGenOmni",
     "FlowMatchingModule",
     "FlowNetwork",
     "FoleyGenEx",

@@ -22,7 +22,6 @@ its generation interface (``generation = <Paper>Generation()``, ``models/<paper>
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from typing import Any, ClassVar
 

@@ -7,6 +7,14 @@ from torch import Tensor, nn
 __all__ = ["ChannelLastConv1d", "masked_fill_padding"]
 
 
+def masked_mean(x: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean over the valid positions: x (B, L, D), mask (B, L) bool (None: all valid) -> (B, D); 0 where none is."""
+    if mask is None:
+        return x.mean(dim=1)
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
 def masked_fill_padding(x: Tensor, mask: Tensor | None) -> Tensor:
     """Zero the padded frames of x (B, T, D); mask (B, T) bool, True = valid.
 

@@ -59,11 +59,14 @@ class FinalLayer(nn.Module):
 
     Zero-init output means the network predicts v = 0 at initialisation (DiT), so training starts
     from a neutral velocity field. kernel_size > 1 uses a Conv1d over time (MMAudio uses 7).
+    norm_eps: the LayerNorm's eps (DiT: 1e-6; MMAudio's FinalBlock: torch's default 1e-5).
     """
 
-    def __init__(self, dim: int, out_dim: int, cond_dim: int | None = None, kernel_size: int = 1):
+    def __init__(
+        self, dim: int, out_dim: int, cond_dim: int | None = None, kernel_size: int = 1, norm_eps: float = 1e-6
+    ):
         super().__init__()
-        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=norm_eps)
         self.modulation = AdaLNZero(dim, cond_dim, num_params=2)
         self.kernel_size = kernel_size
         self.proj = nn.Linear(dim, out_dim) if kernel_size == 1 else ChannelLastConv1d(dim, out_dim, kernel_size)

@@ -22,6 +22,7 @@ __all__ = [
     "apply_rope",
     "apply_rope_to_segment",
     "rescaled_positions",
+    "positions_at_rate",
     "rope_3d_split",
     "rope_3d_angles",
 ]
@@ -51,6 +52,19 @@ def rescaled_positions(length: int, target_length: int | float, device=None) -> 
     covering the same time span (MMAudio: CLIP frame i sits at latent position i * N / 64).
     """
     return torch.arange(length, dtype=torch.float32, device=device) * (float(target_length) / length)
+
+
+def positions_at_rate(length: int, rate: float, target_rate: float, device=None) -> Tensor:
+    """Positions i * target_rate / rate, i = 0..length-1 (fp32): a stream sampled at ``rate`` Hz
+    placed on the timeline of a stream at ``target_rate`` Hz (AudioGen-Omni PAAPI, §3.4).
+
+    Unlike :func:`rescaled_positions` (which divides by the stream's *length*), the position of a
+    token depends only on its time, so clips of different durations in one padded batch stay
+    phase-aligned: CLIP frame i of any clip sits at latent position i * 43.07 / 8.
+    """
+    if rate <= 0 or target_rate <= 0:
+        raise ValueError(f"rates must be > 0, got rate={rate}, target_rate={target_rate}")
+    return torch.arange(length, dtype=torch.float32, device=device) * (float(target_rate) / float(rate))
 
 
 def apply_rope(x: Tensor, angles: Tensor, rotary_dim: int | None = None) -> Tensor:

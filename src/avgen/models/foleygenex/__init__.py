@@ -1,6 +1,11 @@
 """FoleyGenEx (MMAudio backbone + masked multimodal training): network, LightningModule, tasks, MMAudio import."""
 
-from avgen.models.foleygenex.mmaudio_checkpoint import MMAudioImport, load_mmaudio_checkpoint, mmaudio_to_avgen_key
+from avgen.models.foleygenex.mmaudio_checkpoint import (
+    MMAudioImport,
+    export_mmaudio_state_dict,
+    load_mmaudio_checkpoint,
+    mmaudio_to_avgen_key,
+)
 from avgen.models.foleygenex.module import MASK_STRATEGIES, TASKS, FoleyGenEx, FoleyGenExEncoded
 from avgen.models.foleygenex.network import FoleyGenExConditions, FoleyGenExNetwork, InputEmbedding
 from avgen.models.foleygenex.tasks import FoleyGenExGeneration, FoleyGenExSampling
@@ -16,6 +21,7 @@ __all__ = [
     "FoleyGenExNetwork",
     "InputEmbedding",
     "MMAudioImport",
+    "export_mmaudio_state_dict",
     "load_mmaudio_checkpoint",
     "mmaudio_to_avgen_key",
 ]

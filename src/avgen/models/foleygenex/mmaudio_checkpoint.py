@@ -3,7 +3,7 @@
 FoleyGenEx is MMAudio plus new parts (§3.1.1), so it can be fine-tuned from MMAudio: every MMAudio
 tensor maps onto one backbone tensor of the same shape; the new FoleyGenEx parts (the
 InputEmbedding) keep their fresh initialisation (the identity on x_t, so the loaded network starts
-out computing MMAudio's function). Names differ only by convention:
+out computing MMAudio's function). Names differ by convention, and one layout differs:
 
 ====================================  ==========================================
 MMAudio (``mmaudio/model/networks.py``)  avgen ``FoleyGenExNetwork``
@@ -18,6 +18,15 @@ MMAudio (``mmaudio/model/networks.py``)  avgen ``FoleyGenExNetwork``
 ``latent_mean`` / ``latent_std``      returned to the caller (the codec normalises latents)
 ====================================  ==========================================
 
+The fused q/k/v projection of every attention (``*.attn.qkv.weight`` / ``.bias``) is laid out
+differently: MMAudio splits its 3D output rows as ``(h d j)`` (q, k and v interleaved for every head
+channel, its ``Rearrange('b n (h d j) -> b h n d j', j=3)``), avgen's ``QKVProjection`` as
+``(j h d)`` (a q block, then k, then v). The importer permutes those rows
+(:func:`mmaudio_qkv_to_avgen`) and the exporter permutes them back (:func:`avgen_qkv_to_mmaudio`).
+With that, an imported network computes MMAudio's velocity on the same weights (to fp32 rounding,
+~1e-6; ``tests/models/test_mmaudio_fidelity.py`` checks it against a transcription of MMAudio's
+forward), given MMAudio's norm epsilons, which are FoleyGenExNetwork's defaults.
+
 Keys that map nowhere, network tensors that nothing fills (other than the new FoleyGenEx parts)
 and shape mismatches are reported; with ``strict`` (the default) they raise.
 """
@@ -29,9 +38,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["MMAudioImport", "mmaudio_to_avgen_key", "load_mmaudio_checkpoint", "FOLEYGENEX_NEW_PARTS"]
+__all__ = [
+    "FOLEYGENEX_NEW_PARTS",
+    "MMAudioImport",
+    "avgen_qkv_to_mmaudio",
+    "avgen_to_mmaudio_key",
+    "export_mmaudio_state_dict",
+    "load_mmaudio_checkpoint",
+    "mmaudio_qkv_to_avgen",
+    "mmaudio_to_avgen_key",
+]
 
 # Parameters FoleyGenEx adds to MMAudio (§3.1); they start fresh when importing MMAudio weights.
 FOLEYGENEX_NEW_PARTS = ("input_embedding.",)
@@ -49,11 +68,44 @@ _RENAMES: tuple[tuple[str, str], ...] = (
 )
 
 
+_INVERSE_RENAMES: tuple[tuple[str, str], ...] = (
+    (r"^single_blocks\.(\d+)\.", r"fused_blocks.\1."),
+    (r"\.attn_out\.", ".linear1."),
+    (r"\.modulation\.adaLN_modulation\.", ".adaLN_modulation."),
+    (r"^final_layer\.proj\.", "final_layer.conv."),
+    (r"^null_clip$", "empty_clip_feat"),
+    (r"^null_sync$", "empty_sync_feat"),
+    (r"^null_text$", "empty_string_feat"),
+)
+_QKV_KEY = re.compile(r"\.attn\.qkv\.(weight|bias)$")  # the same name on both sides
+
+
 def mmaudio_to_avgen_key(key: str) -> str:
     """The FoleyGenExNetwork name of an MMAudio network state-dict key (renames applied in order)."""
     for pattern, replacement in _RENAMES:
         key = re.sub(pattern, replacement, key)
     return key
+
+
+def avgen_to_mmaudio_key(key: str) -> str:
+    """The MMAudio name of a FoleyGenExNetwork state-dict key (inverse of :func:`mmaudio_to_avgen_key`)."""
+    for pattern, replacement in _INVERSE_RENAMES:
+        key = re.sub(pattern, replacement, key)
+    return key
+
+
+def mmaudio_qkv_to_avgen(tensor: Tensor) -> Tensor:
+    """Rows of a fused qkv weight (3D, D) or bias (3D,): MMAudio's (h d j) -> avgen's (j h d).
+
+    Row c * 3 + j of MMAudio (channel c = head * Dh + d, j in q/k/v) becomes row j * D + c. The
+    permutation does not depend on the number of heads.
+    """
+    return rearrange(tensor, "(c j) ... -> (j c) ...", j=3)
+
+
+def avgen_qkv_to_mmaudio(tensor: Tensor) -> Tensor:
+    """Inverse of :func:`mmaudio_qkv_to_avgen`: avgen's (j h d) rows -> MMAudio's (h d j)."""
+    return rearrange(tensor, "(j c) ... -> (c j) ...", j=3)
 
 
 @dataclass
@@ -115,7 +167,7 @@ def load_mmaudio_checkpoint(
         elif tuple(own[target].shape) != tuple(value.shape):
             report.mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs network {tuple(own[target].shape)}")
         else:
-            updates[target] = value
+            updates[target] = mmaudio_qkv_to_avgen(value) if _QKV_KEY.search(key) else value
     for key in own:
         if key in updates:
             continue
@@ -127,9 +179,44 @@ def load_mmaudio_checkpoint(
             f"{len(report.unexpected)} unexpected (e.g. {report.unexpected[:3]}), "
             f"{len(report.missing)} missing (e.g. {report.missing[:3]}), "
             f"{len(report.mismatched)} mismatched (e.g. {report.mismatched[:2]}); build the network with the "
-            "checkpoint's size (S-16k: hidden 448, 7 heads, 4+8 blocks, 20 latent channels; L-44k: 896, 14, 7+14, 40) "
-            "and MMAudio's encoders (CLIP 1024-d, 77 tokens; Synchformer 768-d), or pass strict=False"
+            f"checkpoint's size: {_mmaudio_sizes()} (avgen.models.create_network('<name>'); FoleyGenEx "
+            "network: <name>), or pass strict=False"
         )
     for key, value in updates.items():
         own[key].copy_(value.to(own[key].dtype))
     return report
+
+
+@torch.no_grad()
+def export_mmaudio_state_dict(
+    network: nn.Module, *, latent_mean: Tensor | None = None, latent_std: Tensor | None = None
+) -> dict[str, Tensor]:
+    """A FoleyGenExNetwork's weights as an MMAudio network state dict (names and qkv layout).
+
+    The new FoleyGenEx parts (InputEmbedding) have no MMAudio counterpart and are left out, so the
+    result is MMAudio's function only for a network without conditional injection (or one whose
+    InputEmbedding is still the identity). latent_mean / latent_std (C,) are stored as MMAudio
+    stores them, (1, 1, C), when given.
+    """
+    state: dict[str, Tensor] = {}
+    for key, value in network.state_dict().items():
+        if key.startswith(FOLEYGENEX_NEW_PARTS):
+            continue
+        value = value.detach().clone()
+        state[avgen_to_mmaudio_key(key)] = avgen_qkv_to_mmaudio(value) if _QKV_KEY.search(key) else value
+    for name, stat in (("latent_mean", latent_mean), ("latent_std", latent_std)):
+        if stat is not None:
+            state[name] = stat.detach().reshape(1, 1, -1).clone()
+    return state
+
+
+def _mmaudio_sizes() -> str:
+    """The MMAudio presets of the registry, described for an error message (sizes live in one place)."""
+    from avgen.models.registry import list_networks, network_preset
+
+    parts = []
+    for name in list_networks("mmaudio-*"):
+        k = network_preset(name).kwargs
+        parts.append(f"{name}: hidden {k['hidden_dim']}, {k['num_heads']} heads, {k['num_joint_blocks']}+"
+                     f"{k['num_single_blocks']} blocks, {k['latent_channels']} latent channels")
+    return "; ".join(parts)

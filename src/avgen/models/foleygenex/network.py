@@ -8,9 +8,9 @@ Reads top-down like the method section:
 2. Conditions. Global: c_g = TimestepEmbedding(t) + MLP(Linear(mean clip) + Linear(mean text)).
    Frame-aligned: c_f = c_g + sync features upsampled (nearest-exact) to the latent length, so
    every latent frame gets its own adaLN shift/scale/gate (MMAudio's synchronisation module).
-3. Joint blocks over [latent | clip | text]: per-stream weights, ONE attention (MMDiT). The
-   latent stream is modulated by c_f, clip and text by c_g. In the last joint block clip and
-   text are pre-only: they only contribute keys/values.
+3. Joint blocks over [latent | clip | text]: per-stream weights, ONE attention (MMDiT; the shared
+   :mod:`avgen.nn.mmdit` blocks). The latent stream is modulated by c_f, clip and text by c_g. In
+   the last joint block clip and text are pre-only: they only contribute keys/values.
 4. Single-stream latent blocks (self-attention), modulated by c_f.
 5. Final layer: adaLN (2 params) + Conv1d k7 to the latent channels, conditioned on c_g
    (MMAudio's checkpoints, its issue #55) or c_f.
@@ -25,15 +25,22 @@ replaced by learned, zero-initialised null features before projection: one CLIP 
 sync vector repeated over time, and a (text_length, text_dim) null text sequence (MMAudio freezes
 the CLIP encoding of "" there; here it is learned, same shape).
 
-FoleyGenEx additions (§3.1), both switchable so that the network can be exactly MMAudio's:
+With MMAudio's norm epsilons (the defaults: LayerNorm 1e-5, QK RMSNorm torch's default) and weights
+imported by :mod:`avgen.models.foleygenex.mmaudio_checkpoint`, the network without injection computes
+MMAudio's velocity: the same outputs, to fp32 rounding (~1e-6), as a transcription of MMAudio's
+forward on the same weights, block by block, for the conditional and null-condition velocity and a
+25-step CFG sample (``tests/models/test_mmaudio_fidelity.py``).
+
+FoleyGenEx additions (§3.1), both switchable so that the network can be MMAudio's:
 
 * Conditional injection (``conditional_injection=True``): the InputEmbedding concatenates x_t with
   the masked conditional (context) latent on the channel axis, projects back to the latent width,
   adds a ConvPositionEmbedding residual (F5-TTS) and hands the result to MMAudio's audio input
   projection ("projected into the MMDiT input space"). It is initialised as the identity on x_t
   (projection [I | 0], last position conv zero), so an injected network starts out computing
-  exactly the MMAudio function it was initialised / fine-tuned from. Off, the parameters are
-  exactly MMAudio's (checked against MMAudio's state-dict shapes in the tests).
+  the MMAudio function it was initialised / fine-tuned from. Off, the parameters are MMAudio's, key
+  for key (names and shapes checked against a dump of MMAudio's checkpoints), and so is the function
+  (the fidelity test above).
 * Multimodal dynamic masking: ``preprocess_conditions`` takes per-frame CLIP weights and a
   latent-rate sync mask (:mod:`avgen.models.foleygenex.masking`); masked features are all-zero
   (the paper's FV0), CLIP before its projection, sync after projection and upsampling.
@@ -47,29 +54,36 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from avgen.conditioning.sync import SYNC_SEGMENT_TOKENS
 from avgen.models.registry import register_network
+from avgen.nn.mmdit import initialize_mmdit_weights
 from avgen.nn import (
-    AdaLNZero,
     ChannelLastConv1d,
     ConvMLP,
     ConvPositionEmbedding,
     FinalLayer,
-    QKVProjection,
+    JointBlock,
+    StreamBlock,
+    StreamInput,
+    StreamSpec,
     SwiGLU,
     TimestepEmbedding,
-    joint_attention,
     masked_fill_padding,
     mmaudio_hidden_dim,
-    modulate,
     rescaled_positions,
     rope_angles,
-    scaled_dot_product_attention,
     upsample_to_length,
 )
 
-__all__ = ["FoleyGenExConditions", "FoleyGenExNetwork", "InputEmbedding", "SYNC_SEGMENT_TOKENS"]
+__all__ = [
+    "FoleyGenExConditions",
+    "FoleyGenExNetwork",
+    "InputEmbedding",
+    "MMAudioJointBlock",
+    "SYNC_SEGMENT_TOKENS",
+    "StreamBlock",  # re-exported from avgen.nn.mmdit, where it lives
+]
 
-SYNC_SEGMENT_TOKENS = 8  # Synchformer emits 8 tokens per 16-frame window
 
 
 @dataclass
@@ -95,83 +109,29 @@ class FoleyGenExConditions:
         return self.sync.shape[1]
 
 
-class StreamBlock(nn.Module):
-    """One stream of an MMDiT block (MMAudio's MMDitSingleBlock), adaLN-Zero modulated.
+class MMAudioJointBlock(JointBlock):
+    """MMAudio's joint block: [latent (conv k3) | clip (conv k3) | text (linear)] in ONE attention.
 
-    pre_attention: LayerNorm -> modulate -> QKV (+ QK-norm, RoPE).
-    post_attention: x + gate * proj(attn); x + gate * FFN(modulate(LayerNorm(x))).
-    kernel_size 1 uses Linear layers (text), > 1 uses Conv1d over time (latent, clip).
-    A ``pre_only`` stream has a 2-parameter adaLN and is not updated (last joint block).
+    The shared :class:`avgen.nn.JointBlock` with MMAudio's three streams; ``pre_only`` makes clip and
+    text pre-only (MMAudio's last joint block). The latent stream is modulated by the frame-aligned
+    condition and masked as keys at padded frames; clip and text by the global condition, and always
+    attended (MMAudio attends its text padding tokens too).
     """
 
-    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, kernel_size: int, qk_norm: bool,
-                 pre_only: bool = False):
-        super().__init__()
-        self.pre_only = pre_only
-        self.kernel_size = kernel_size
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = QKVProjection(dim, num_heads, qk_norm=qk_norm)
-        self.modulation = AdaLNZero(dim, num_params=2 if pre_only else 6)
-        if pre_only:
-            return
-        hidden = mmaudio_hidden_dim(dim, mlp_ratio)
-        if kernel_size == 1:
-            self.attn_out = nn.Linear(dim, dim)
-            self.ffn = SwiGLU(dim, hidden)
-        else:
-            self.attn_out = ChannelLastConv1d(dim, dim, kernel_size)
-            self.ffn = ConvMLP(dim, hidden, kernel_size)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-
-    def _project_out(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        return self.attn_out(x) if self.kernel_size == 1 else self.attn_out(x, mask)
-
-    def pre_attention(self, x: Tensor, c: Tensor, angles: Tensor | None):
-        """x (B, L, D), c (B, D) or (B, L, D) -> ((q, k, v) each (B, H, L, Dh), modulation)."""
-        params = self.modulation(c)
-        shift_msa, scale_msa = params[0], params[1]
-        qkv = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), angles)
-        return qkv, params
-
-    def post_attention(self, x: Tensor, attn: Tensor, params: tuple[Tensor, ...], mask: Tensor | None = None) -> Tensor:
-        """attn (B, H, L, Dh) -> updated x (B, L, D)."""
-        if self.pre_only:
-            return x
-        _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = params
-        attn = attn.transpose(1, 2).flatten(2)  # (B, L, H*Dh)
-        x = x + self._project_out(attn, mask) * gate_msa
-        x = x + self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp), mask) * gate_mlp
-        return x
-
-    def forward(self, x: Tensor, c: Tensor, angles: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-        """Single-stream block: self-attention over x alone (MMAudio's fused blocks)."""
-        qkv, params = self.pre_attention(x, c, angles)
-        return self.post_attention(x, scaled_dot_product_attention(*qkv, mask), params, mask)
-
-
-class JointBlock(nn.Module):
-    """MMDiT joint block over [latent | clip | text] with per-stream weights and ONE attention."""
-
-    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, qk_norm: bool, pre_only: bool):
-        super().__init__()
-        kwargs = dict(mlp_ratio=mlp_ratio, qk_norm=qk_norm)
-        self.latent_block = StreamBlock(dim, num_heads, kernel_size=3, **kwargs)
-        self.clip_block = StreamBlock(dim, num_heads, kernel_size=3, pre_only=pre_only, **kwargs)
-        self.text_block = StreamBlock(dim, num_heads, kernel_size=1, pre_only=pre_only, **kwargs)
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float, qk_norm: bool, pre_only: bool,
+                 norm_eps: float = 1e-5, qk_norm_eps: float | None = None):
+        role = "pre_only" if pre_only else "full"
+        streams = [StreamSpec("latent", kernel_size=3), StreamSpec("clip", role, 3), StreamSpec("text", role, 1)]
+        super().__init__(dim, num_heads, streams, mlp_ratio=mlp_ratio, qk_norm=qk_norm, norm_eps=norm_eps,
+                         qk_norm_eps=qk_norm_eps)
 
     def forward(self, latent: Tensor, clip: Tensor, text: Tensor, global_c: Tensor, frame_c: Tensor,
                 latent_angles: Tensor, clip_angles: Tensor, latent_mask: Tensor | None = None):
-        latent_qkv, latent_params = self.latent_block.pre_attention(latent, frame_c, latent_angles)
-        clip_qkv, clip_params = self.clip_block.pre_attention(clip, global_c, clip_angles)
-        text_qkv, text_params = self.text_block.pre_attention(text, global_c, None)
-        # Padded latent frames are excluded as keys; clip and text tokens are always attended
-        # (MMAudio attends text padding tokens too).
-        latent_attn, clip_attn, text_attn = joint_attention(
-            [latent_qkv, clip_qkv, text_qkv], key_masks=[latent_mask, None, None]
-        )
-        latent = self.latent_block.post_attention(latent, latent_attn, latent_params, latent_mask)
-        clip = self.clip_block.post_attention(clip, clip_attn, clip_params)
-        text = self.text_block.post_attention(text, text_attn, text_params)
+        latent, clip, text = super().forward([
+            StreamInput(latent, frame_c, latent_angles, latent_mask),
+            StreamInput(clip, global_c, clip_angles),
+            StreamInput(text, global_c),
+        ])
         return latent, clip, text
 
 
@@ -213,8 +173,10 @@ class FoleyGenExNetwork(nn.Module):
     """MMAudio backbone predicting the flow velocity of audio latents (B, T, C).
 
     conditional_injection: add FoleyGenEx's InputEmbedding (strategies M-3 and full); False
-    (M-1, M-2, MMAudio) leaves exactly MMAudio's parameters. input_embedding_kernel_size /
-    input_embedding_groups: the ConvPositionEmbedding (F5-TTS: 31, 16).
+    (M-1, M-2, MMAudio) leaves MMAudio's parameters, and with MMAudio's weights imported, its function. input_embedding_kernel_size /
+    input_embedding_groups: the ConvPositionEmbedding (F5-TTS: 31, 16). norm_eps: eps of every
+    non-affine LayerNorm (MMAudio: torch's default 1e-5); qk_norm_eps: eps of the QK RMSNorm (None,
+    MMAudio's ``torch.nn.RMSNorm`` default: the fp32 machine epsilon, also under bf16).
     """
 
     def __init__(
@@ -236,6 +198,8 @@ class FoleyGenExNetwork(nn.Module):
         conditional_injection: bool = False,
         input_embedding_kernel_size: int = 31,
         input_embedding_groups: int | None = None,
+        norm_eps: float = 1e-5,
+        qk_norm_eps: float | None = None,
     ):
         super().__init__()
         if final_layer_condition not in ("global", "frame_aligned"):
@@ -283,37 +247,26 @@ class FoleyGenExNetwork(nn.Module):
 
         # 3-4. transformer
         self.joint_blocks = nn.ModuleList(
-            JointBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm, pre_only=i == num_joint_blocks - 1)
+            MMAudioJointBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, qk_norm=qk_norm,
+                              pre_only=i == num_joint_blocks - 1, norm_eps=norm_eps, qk_norm_eps=qk_norm_eps)
             for i in range(num_joint_blocks)
         )
         self.single_blocks = nn.ModuleList(
-            StreamBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, kernel_size=3, qk_norm=qk_norm)
+            StreamBlock(hidden_dim, num_heads, mlp_ratio=mlp_ratio, kernel_size=3, qk_norm=qk_norm,
+                        norm_eps=norm_eps, qk_norm_eps=qk_norm_eps)
             for _ in range(num_single_blocks)
         )
 
         # 5. output
-        self.final_layer = FinalLayer(hidden_dim, latent_channels, kernel_size=7)
+        self.final_layer = FinalLayer(hidden_dim, latent_channels, kernel_size=7, norm_eps=norm_eps)
 
         self._angle_cache: dict[tuple, Tensor] = {}
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
         """Xavier Linears, N(0, 0.02) timestep MLP, zero adaLN and output (DiT/MMAudio init)."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
-        for module in self.modules():
-            if isinstance(module, AdaLNZero):
-                nn.init.zeros_(module.adaLN_modulation[-1].weight)
-                nn.init.zeros_(module.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.proj.weight)
-        nn.init.zeros_(self.final_layer.proj.bias)
-        for null in (self.sync_pos_emb, self.null_clip, self.null_sync, self.null_text):
-            nn.init.zeros_(null)
+        initialize_mmdit_weights(self, self.t_embed, self.final_layer,
+                                 zeros=(self.sync_pos_emb, self.null_clip, self.null_sync, self.null_text))
         if self.input_embedding is not None:
             self.input_embedding.reset_parameters()
 

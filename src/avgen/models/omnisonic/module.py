@@ -44,7 +44,7 @@ from avgen.flow import Guidance, MultiConditionGuidance, NoGuidance
 from avgen.models.base import FlowMatchingModule
 from avgen.models.generation import SamplingOptions
 from avgen.models.omnisonic.network import CONDITIONS, OmniSonicConditions
-from avgen.models.omnisonic.tasks import CFG_PRESETS, SCENARIO_PRESETS, OmniSonicGeneration, OmniSonicSampling
+from avgen.models.omnisonic.tasks import CFG_PRESETS, SCENARIO_PRESETS, OmniSonicGeneration
 from avgen.models.registry import create_network
 
 __all__ = ["EMPTY_CAPTION_MODES", "GUIDANCE_BRANCHES", "OmniSonic", "OmniSonicEncoded"]

@@ -68,6 +68,7 @@ from torch import Tensor, nn
 
 from avgen.models.registry import register_network
 from avgen.nn import (
+    masked_mean,
     MLP,
     AdaLNZero,
     CrossAttention,
@@ -95,12 +96,6 @@ __all__ = [
 # Order of the three text conditions everywhere (gates, logging, CFG scales).
 CONDITIONS: tuple[str, ...] = ("onscreen", "offscreen", "speech")
 GATINGS: tuple[str, ...] = ("moe", "sum", "mean")
-
-
-def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """Mean over the valid tokens: x (B, L, D), mask (B, L) bool -> (B, D); 0 where none is valid."""
-    weights = mask.to(x.dtype).unsqueeze(-1)
-    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 def sincos_2d_embedding(rows: int, cols: int, dim: int, device=None) -> Tensor:
