@@ -100,42 +100,39 @@ def test_compare_two_papers_through_the_console_script_then_resume(checkpoints, 
     assert "fd_melstats ↓" in table and "onset_ap ↑" in table
     assert "`fd_passt`: PaSST" in table and "fix:" in table and "`clap_a`: no CLAP weights given; fix: --clap" in table
     assert (out / "plots" / "spectrograms.png").stat().st_size > 0 and (out / "plots" / "fd_melstats.png").is_file()
-    print(table)
     with capsys.disabled():
         print("\n" + table)
 
-    # A rerun generates and embeds nothing: both would raise.
-    def refuse(*args, **kwargs):
-        raise AssertionError("recomputed")
-
-    with monkeypatch.context() as m:
-        m.setattr(FlowMatchingModule, "generate", refuse)
-        m.setattr(MelStatsBackend, "embed_resampled", refuse)
-        again = compare(_args(checkpoints, out)[1:])
-    assert {r["model"]: r["fd_melstats"] for r in again["rows"]} == pytest.approx(
-        {k: float(v["fd_melstats"]) for k, v in rows.items()})
-
-    # An interruption after the first batch of OmniSonic: only its second batch is generated again.
-    state_path = out / "models" / "omnisonic" / "generation.json"
+    # An interruption before OmniSonic's last clip was written: the rerun generates that clip only
+    # (one batch of one model) and embeds only it; everything else comes from the cache.
     import json
 
+    state_path = out / "models" / "omnisonic" / "generation.json"
     state = json.loads(state_path.read_text())
-    last_id = again["ids"][-1]
+    last_id = sorted(state["clips"])[-1]
     del state["clips"][last_id]
     (out / "models" / "omnisonic" / "audio" / f"{last_id}.wav").unlink()
     state_path.write_text(json.dumps(state))
-    calls = []
-    original = FlowMatchingModule.generate
+    generated, embedded = [], []
+    generate, embed_resampled = FlowMatchingModule.generate, MelStatsBackend.embed_resampled
 
-    def counted(self, batch, *args, **kwargs):
-        calls.append((type(self).__name__, list(batch.ids)))
-        return original(self, batch, *args, **kwargs)
+    def counted_generate(self, batch, *args, **kwargs):
+        generated.append((type(self).__name__, list(batch.ids)))
+        return generate(self, batch, *args, **kwargs)
+
+    def counted_embed(self, waveforms):
+        embedded.append(len(waveforms))
+        return embed_resampled(self, waveforms)
 
     with monkeypatch.context() as m:
-        m.setattr(FlowMatchingModule, "generate", counted)
+        m.setattr(FlowMatchingModule, "generate", counted_generate)
+        m.setattr(MelStatsBackend, "embed_resampled", counted_embed)
         resumed = compare(_args(checkpoints, out)[1:])
-    assert calls == [("OmniSonic", [last_id])]
-    assert {r["model"]: r["clips"] for r in resumed["rows"]} == {"foleygenex": 3, "omnisonic": 3}
+    assert len(generated) == 1 and generated[0][0] == "OmniSonic" and last_id in generated[0][1]
+    assert embedded == [1]
+    rows_again = {r["model"]: r for r in resumed["rows"]}
+    assert rows_again["omnisonic"]["clips"] == 3
+    assert rows_again["foleygenex"]["fd_melstats"] == pytest.approx(float(rows["foleygenex"]["fd_melstats"]))
 
 
 def test_compare_reports_samples_a_model_cannot_generate(checkpoints, tmp_path, monkeypatch):
@@ -170,7 +167,7 @@ def test_compare_refuses_unreadable_foreign_and_wrong_paper_checkpoints(checkpoi
     for path, words in ((corrupt, "cannot be read"), (foreign, "no 'state_dict'"), (wrong, "cannot rebuild"),
                         (tmp_path / "missing.ckpt", "does not exist")):
         with pytest.raises(CompareError, match=words) as err:
-            compare(["--checkpoints", str(foleygenex), str(path), "--data", str(data), "--output_dir", str(tmp_path / "x")])
+            compare(["--checkpoints", str(path), str(foleygenex), "--data", str(data), "--output_dir", str(tmp_path / "x")])
         assert str(path) in str(err.value)
     with pytest.raises(CompareError, match="unknown"):
         compare(["--checkpoints", str(foleygenex), "--data", str(data), "--output_dir", str(tmp_path / "x"), "--metrics", "nope"])

@@ -222,6 +222,13 @@ class ModelRun:
     def save(self) -> None:
         _write_json(self.root / "generation.json", self.state)
 
+    def forget_embeddings(self, ids: list[str]) -> None:
+        """Drop cached embeddings of clips that are being (re)generated: they belong to the old audio."""
+        for cache in (self.root / "embeddings").glob("*.npz"):
+            stored = dict(np.load(cache))
+            if set(ids) & set(stored):
+                np.savez(cache, **{k: v for k, v in stored.items() if k not in ids})
+
     def done(self, sample_id: str) -> bool:
         return sample_id in self.state["failed"] or (
             sample_id in self.state["clips"] and (self.audio_dir / f"{sample_id}.wav").is_file())
@@ -255,6 +262,7 @@ def _generate_batch(run: ModelRun, batch, ids: list[str], batch_index: int, seed
         return
     finally:
         del model.predict_velocity
+    run.forget_embeddings(ids)
     sample_rate = int(model.codec.sample_rate)
     audio_seconds = [int(n) / sample_rate for n in lengths]
     nfe = sum(calls) / len(ids)  # rows through the network per clip
