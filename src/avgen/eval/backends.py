@@ -143,21 +143,21 @@ class UnavailableBackend:
 
 UNAVAILABLE: dict[str, UnavailableBackend] = {
     "passt": UnavailableBackend("PaSST (hear21passt, 32 kHz, 768-d + 527 logits)", ("fd_passt", "kl_passt"), "hear21passt",
-                                "not built: an avgen PaSST loader (hear21passt weights) is future work"),
+                                "none in this version (needs an avgen loader for the hear21passt weights)"),
     "panns": UnavailableBackend("PANNs Cnn14 (16 kHz, 2048-d + 527 logits)", ("fd_panns", "kl_panns", "is_panns"), "panns_inference",
-                                "not built: an avgen Cnn14 loader (Cnn14_16k_mAP=0.438.pth) is future work"),
+                                "none in this version (needs an avgen loader for Cnn14_16k_mAP=0.438.pth)"),
     "vggish": UnavailableBackend("VGGish (16 kHz, 128-d per 0.96 s)", ("fd_vggish", "fad"), None,
-                                 "not built: an avgen VGGish loader is future work"),
+                                 "none in this version (needs an avgen VGGish loader)"),
     "whisper": UnavailableBackend("Whisper ASR (transformers)", ("wer", "cer"), None,
-                                  "not wired into compare yet: score transcripts with avgen.eval.WordErrorRate"),
-    "g2p": UnavailableBackend("offline G2P for PER", ("per",), "g2p_en", "pip install g2p_en; not wired yet"),
+                                  "none in compare yet (no ASR step); score transcripts with avgen.eval.WordErrorRate / CharErrorRate"),
+    "g2p": UnavailableBackend("offline G2P for PER", ("per",), "g2p_en", "none in this version (needs an offline G2P, e.g. g2p_en, and the ASR step)"),
     "synchformer_av": UnavailableBackend("Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
-                                         "not built: the audio branch + offset head loader is future work"),
-    "syncnet": UnavailableBackend("SyncNet (talking faces)", ("sync_c", "sync_d"), None, "not built"),
-    "resemblyzer": UnavailableBackend("Resemblyzer speaker encoder", ("secs",), "resemblyzer", "pip install resemblyzer; not wired yet"),
-    "torchcrepe": UnavailableBackend("torchcrepe pitch tracker", ("rmse_f0",), "torchcrepe", "pip install torchcrepe; not wired yet"),
-    "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "not built"),
-    "clip_video": UnavailableBackend("CLIP video-text / reference identity (Harmony)", ("clip_video", "identity"), None, "not built"),
+                                         "none in this version (needs Synchformer's audio branch + offset head)"),
+    "syncnet": UnavailableBackend("SyncNet (talking faces)", ("sync_c", "sync_d"), None, "none in this version"),
+    "resemblyzer": UnavailableBackend("Resemblyzer speaker encoder", ("secs",), "resemblyzer", "none in this version (pip install resemblyzer, then a back-end is to be written)"),
+    "torchcrepe": UnavailableBackend("torchcrepe pitch tracker", ("rmse_f0",), "torchcrepe", "none in this version (pip install torchcrepe, then a back-end is to be written)"),
+    "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "none in this version"),
+    "clip_video": UnavailableBackend("CLIP video-text / reference identity (Harmony)", ("clip_video", "identity"), None, "none in this version"),
 }
 
 
