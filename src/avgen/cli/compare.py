@@ -45,7 +45,7 @@ import soundfile as sf
 import torch
 import yaml
 
-__all__ = ["compare", "CompareError", "METRICS", "build_datamodule", "load_checkpoint_model"]
+__all__ = ["compare", "evaluate", "CompareError", "METRICS", "build_datamodule", "load_checkpoint_model"]
 
 
 class CompareError(RuntimeError):
@@ -382,9 +382,11 @@ def _score_model(run: ModelRun, ids: list[str], out: Path, samples: dict, metric
                 for i in paired:
                     gen_w, gen_rate = _read_wav(gen_paths[i])
                     ref_w, ref_rate = _read_wav(ref_paths[i])
-                    if gen_rate != ref_rate:
-                        raise CompareError(f"{run.name}: sample {i} is generated at {gen_rate} Hz, the reference at {ref_rate} Hz")
-                    sync.sample_rate = gen_rate
+                    if gen_rate != ref_rate:  # another system's rate: onsets are compared at the reference's
+                        from avgen.data.media import resample
+
+                        gen_w = torch.from_numpy(resample(gen_w.double().numpy(), gen_rate, ref_rate).astype(np.float32))
+                    sync.sample_rate = ref_rate
                     sync.update([gen_w], [ref_w])
                 accuracy, ap = sync.compute() if paired else (torch.tensor(nan), torch.tensor(nan))
                 scores[key] = (float(accuracy), float(ap))
@@ -519,15 +521,12 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def compare(argv: list[str]) -> dict[str, Any]:
-    """Run ``avgen compare``; returns {"rows": [...], "skipped": {...}} (also written to disk)."""
-    from avgen.conditioning.tiny import register_tiny_models
+def _select_metrics(requested_names: list[str], clap: str | None) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """(metrics to compute, {skipped metric: reason; fix}, {back-end name: back-end}) of a --metrics list."""
     from avgen.eval.backends import BackendUnavailable, get_backend
 
-    args = parser().parse_args(argv)
-    register_tiny_models()
     unavailable = _unavailable_metrics()
-    requested = list(METRICS) + list(unavailable) if args.metrics == ["all"] else args.metrics
+    requested = list(METRICS) + list(unavailable) if requested_names == ["all"] else requested_names
     unknown = [m for m in requested if m not in METRICS and m not in unavailable]
     if unknown:
         raise CompareError(f"--metrics: unknown {unknown}; choose from {', '.join(list(METRICS) + list(unavailable))}")
@@ -544,13 +543,23 @@ def compare(argv: list[str]) -> dict[str, Any]:
         name = METRICS[metric].backend
         if name is not None and name not in backends:
             try:
-                backends[name] = get_backend(name, args.clap if name == "clap" else None)
+                backends[name] = get_backend(name, clap if name == "clap" else None)
             except BackendUnavailable as err:
                 backends[name] = err
         if isinstance(backends.get(name), BackendUnavailable):
             skipped[metric] = f"{backends[name].reason}; fix: {backends[name].fix}"
         else:
             metrics.append(metric)
+    return metrics, skipped, backends
+
+
+def compare(argv: list[str]) -> dict[str, Any]:
+    """Run ``avgen compare``; returns {"rows": [...], "skipped": {...}} (also written to disk)."""
+    from avgen.conditioning.tiny import register_tiny_models
+
+    args = parser().parse_args(argv)
+    register_tiny_models()
+    metrics, skipped, backends = _select_metrics(args.metrics, args.clap)
 
     models = [load_checkpoint_model(path) for path in args.checkpoints]
     names = _model_names(args.checkpoints, models, args.names)
@@ -607,3 +616,104 @@ def main(argv: list[str]) -> None:
         compare(argv)
     except CompareError as err:
         raise SystemExit(f"avgen compare: {err}") from None
+
+
+# ---------------------------------------------------------------------------------- avgen evaluate
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp4")
+
+
+def _read_generated(path: Path) -> tuple[np.ndarray, int]:
+    """Mono float32 audio of a generated file: soundfile formats directly, an mp4's audio stream through PyAV."""
+    if path.suffix != ".mp4":
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        return audio.mean(axis=1), int(rate)
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            raise CompareError(f"{path}: the mp4 has no audio stream")
+        stream = container.streams.audio[0]
+        rate = int(stream.rate)
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(stream) for f in resampler.resample(frame)]
+        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
+
+
+def evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avgen evaluate",
+                                description="Score a folder of generated <id>.wav/.flac/.mp4 files (any system) against "
+                                            "the predict split of a datamodule config: the metrics of avgen compare.")
+    p.add_argument("--generated", required=True, help="folder of <sample id>.wav (or .flac/.ogg/.mp4; a wav wins)")
+    p.add_argument("--reference", required=True, help="a config whose data: section builds the reference datamodule")
+    p.add_argument("--data_override", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--output_dir", default=None, help="results and cache (default: <generated>/evaluation)")
+    p.add_argument("--name", default=None, help="row name (default: the folder name)")
+    p.add_argument("--metrics", nargs="+", default=["all"])
+    p.add_argument("--max_batches", type=int, default=None)
+    p.add_argument("--clap", default=None)
+    return p
+
+
+def evaluate(argv: list[str]) -> dict[str, Any]:
+    """``avgen evaluate``: the files are imported into ``<output_dir>/models/<name>/audio`` and scored like a model."""
+    args = evaluate_parser().parse_args(argv)
+    generated = Path(args.generated)
+    if not generated.is_dir():
+        raise CompareError(f"--generated {generated}: not a folder of generated audio/video files")
+    metrics, skipped, backends = _select_metrics(args.metrics, args.clap)
+    out = Path(args.output_dir) if args.output_dir else generated / "evaluation"
+    name = args.name or generated.resolve().name
+    run = ModelRun(name, str(generated), None, {}, out / "models" / name)
+    run.root.mkdir(parents=True, exist_ok=True)
+    run.audio_dir.mkdir(exist_ok=True)
+    run.state = {"identity": {"generated": str(generated.resolve())}, "clips": {}, "failed": {}}
+    datamodule = build_datamodule(args.reference, args.data_override)
+    datamodule.setup("predict")
+    ids = _reference_pass(datamodule.predict_dataloader(), [], out, 0, args.max_batches, torch.device("cpu"))
+    samples = json.loads((out / "reference" / "samples.json").read_text())
+    files = {}
+    for path in sorted(generated.iterdir()):
+        if path.suffix in AUDIO_SUFFIXES and (path.stem not in files or path.suffix == ".wav"):
+            files[path.stem] = path
+    for sample_id in ids:
+        source = files.get(sample_id)
+        if source is None:
+            run.state["failed"][sample_id] = f"no {sample_id}.wav/.mp4 in {generated}"
+            continue
+        target = run.audio_dir / f"{sample_id}.wav"
+        if not target.is_file() or target.stat().st_mtime < source.stat().st_mtime:
+            audio, rate = _read_generated(source)
+            sf.write(str(target), audio, rate, subtype="FLOAT")
+            run.forget_embeddings([sample_id])
+        run.state["clips"][sample_id] = {"seconds": sf.info(str(target)).duration}
+    run.save()
+    row = {"model": name, "clips": len(run.state["clips"]), "failed": len(run.state["failed"])}
+    row.update(_score_model(run, ids, out, samples, metrics, backends))
+    unmatched = sorted(set(files) - set(ids))
+    not_comparable = ([f"{name}: {len(run.state['failed'])} of {len(ids)} samples have no file "
+                       f"({', '.join(sorted(run.state['failed'])[:5])})"] if run.state["failed"] else [])
+    if unmatched:
+        not_comparable.append(f"{name}: {len(unmatched)} files match no sample of the data ({', '.join(unmatched[:5])})")
+    arrow = {m: "↑" if METRICS[m].higher_is_better else "↓" for m in metrics}
+    lines = ["# avgen evaluate", "", "| model | clips | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " |",
+             "|" + "---|" * (2 + len(metrics)),
+             f"| {name} | {row['clips']} | " + " | ".join(_fmt(row[m]) for m in metrics) + " |"]
+    if skipped:
+        lines += ["", "## Skipped metrics", ""] + [f"- `{m}`: {r}" for m, r in skipped.items()]
+    if not_comparable:
+        lines += ["", "## Not comparable", ""] + [f"- {line}" for line in not_comparable]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["model", "clips", "failed", *metrics])
+        writer.writeheader()
+        writer.writerow({k: row[k] for k in ["model", "clips", "failed", *metrics]})
+    print(f"{name}: {row['clips']}/{len(ids)} clips; " + ", ".join(f"{m} {_fmt(row[m])}" for m in metrics))
+    return {"row": row, "skipped": skipped, "not_comparable": not_comparable, "ids": ids}
+
+
+def evaluate_main(argv: list[str]) -> None:
+    try:
+        evaluate(argv)
+    except CompareError as err:
+        raise SystemExit(f"avgen evaluate: {err}") from None
