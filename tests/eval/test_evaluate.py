@@ -57,3 +57,20 @@ def test_evaluate_scores_a_folder_of_wavs_and_mp4s(tmp_path):
     assert ids[2] in other["not_comparable"][0]
     with pytest.raises(CompareError, match="not a folder"):
         evaluate(["--generated", str(tmp_path / "none"), "--reference", str(config)])
+
+
+def test_a_cache_of_other_data_is_cleared(tmp_path):
+    import json
+
+    from avgen.cli.compare import evaluate
+
+    config = tmp_path / "data.yaml"
+    config.write_text(DATA)
+    generated = tmp_path / "gen"
+    generated.mkdir()
+    first = evaluate(["--generated", str(generated), "--reference", str(config), "--metrics", "onset_acc"])
+    second = evaluate(["--generated", str(generated), "--reference", str(config), "--metrics", "onset_acc",
+                       "--data_override", "init_args.seed=5", "--data_override", "init_args.predict_size=2"])
+    samples = json.loads((generated / "evaluation" / "reference" / "samples.json").read_text())
+    assert len(second["ids"]) == 2 and sorted(samples) == sorted(second["ids"]) != sorted(first["ids"])
+    assert second["row"]["clips"] == 0 and "2 of 2 samples have no file" in second["not_comparable"][0]

@@ -111,13 +111,8 @@ def _set_dotted(config: dict, key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def build_datamodule(config_path: str, overrides: list[str] = ()):
-    """The LightningDataModule of a config's ``data:`` section (or of a file holding only that section)."""
-    from jsonargparse import ArgumentParser
-    from lightning import LightningDataModule
-
-    import avgen.data  # noqa: F401  (short class names resolve for imported classes)
-
+def data_section(config_path: str, overrides: list[str] = ()) -> dict:
+    """The ``data:`` section of a config (or a file holding only that section), with ``overrides`` applied."""
     try:
         config = yaml.safe_load(Path(config_path).read_text())
     except (OSError, yaml.YAMLError) as err:
@@ -130,12 +125,36 @@ def build_datamodule(config_path: str, overrides: list[str] = ()):
         if not eq:
             raise CompareError(f"--data_override {item!r}: expected key=value, e.g. init_args.predict_size=4")
         _set_dotted(section, key, yaml.safe_load(value))
+    return section
+
+
+def build_datamodule(config_path: str, overrides: list[str] = (), section: dict | None = None):
+    """The LightningDataModule of a config's ``data:`` section (see :func:`data_section`)."""
+    from jsonargparse import ArgumentParser
+    from lightning import LightningDataModule
+
+    import avgen.data  # noqa: F401  (short class names resolve for imported classes)
+
+    section = data_section(config_path, overrides) if section is None else section
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(LightningDataModule, "data")
     try:
         return parser.instantiate_classes(parser.parse_object({"data": section})).data
     except Exception as err:
         raise CompareError(f"--data {config_path}: the datamodule cannot be built ({err})") from None
+
+
+def _use_reference(out: Path, section: dict) -> str:
+    """The data's fingerprint; a cache under ``out`` written for other data is removed (it would mix samples)."""
+    fingerprint = hashlib.sha256(json.dumps(_json_safe(section), sort_keys=True).encode()).hexdigest()
+    marker = out / "reference" / "data.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("fingerprint") != fingerprint:
+        print(f"avgen compare: the data differ from those cached in {out}; starting over", file=sys.stderr)
+        for name in ("reference", "models"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    _write_json(marker, {"fingerprint": fingerprint, "data": _json_safe(section)})
+    return fingerprint
 
 
 def _parse_options(items: list[str], names: list[str]) -> dict[str, dict[str, Any]]:
@@ -196,6 +215,7 @@ class ModelRun:
     model: Any
     options: dict[str, Any]
     root: Path
+    context: dict[str, Any] = field(default_factory=dict)  # the seed and the data's fingerprint
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -204,14 +224,14 @@ class ModelRun:
 
     def open(self) -> None:
         identity = {"checkpoint": os.path.abspath(self.path), "sha256": _fingerprint(self.path),
-                    "options": _json_safe(self.options)}
+                    "options": _json_safe(self.options), **_json_safe(self.context)}
         state_path = self.root / "generation.json"
         if state_path.is_file():
             state = json.loads(state_path.read_text())
             if state.get("identity") == identity:
                 self.state = state
                 return
-            print(f"avgen compare: {self.name}: the checkpoint or options changed since {self.root} was written; "
+            print(f"avgen compare: {self.name}: the checkpoint, options, seed or data changed since {self.root} was written; "
                   "starting this model over", file=sys.stderr)
             shutil.rmtree(self.root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -567,6 +587,9 @@ def compare(argv: list[str]) -> dict[str, Any]:
     device = torch.device(args.device)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    section = data_section(args.data, args.data_override)
+    datamodule = build_datamodule(args.data, section=section)
+    context = {"seed": args.seed, "data": _use_reference(out, section)}
     runs = []
     for name, path, model in zip(names, args.checkpoints, models):
         fields = {f.name for f in dataclasses.fields(model.generation.options_class)}
@@ -574,11 +597,10 @@ def compare(argv: list[str]) -> dict[str, Any]:
         if bad:
             raise CompareError(f"--options {name}: {type(model).__name__} has no sampling option {bad}; it has {sorted(fields)}")
         model.to(device).eval()
-        run = ModelRun(name, path, model, options[name], out / "models" / name)
+        run = ModelRun(name, path, model, options[name], out / "models" / name, context)
         run.open()
         runs.append(run)
 
-    datamodule = build_datamodule(args.data, args.data_override)
     datamodule.setup("predict")
     ids = _reference_pass(datamodule.predict_dataloader(), runs, out, args.seed, args.max_batches, device)
     samples = json.loads((out / "reference" / "samples.json").read_text())
@@ -665,13 +687,15 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
     out = Path(args.output_dir) if args.output_dir else generated / "evaluation"
     name = args.name or generated.resolve().name
     run = ModelRun(name, str(generated), None, {}, out / "models" / name)
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.audio_dir.mkdir(exist_ok=True)
-    run.state = {"identity": {"generated": str(generated.resolve())}, "clips": {}, "failed": {}}
-    datamodule = build_datamodule(args.reference, args.data_override)
+    section = data_section(args.reference, args.data_override)
+    datamodule = build_datamodule(args.reference, section=section)
+    _use_reference(out, section)
     datamodule.setup("predict")
     ids = _reference_pass(datamodule.predict_dataloader(), [], out, 0, args.max_batches, torch.device("cpu"))
     samples = json.loads((out / "reference" / "samples.json").read_text())
+    run.root.mkdir(parents=True, exist_ok=True)  # after _use_reference, which may clear a cache of other data
+    run.audio_dir.mkdir(exist_ok=True)
+    run.state = {"identity": {"generated": str(generated.resolve())}, "clips": {}, "failed": {}}
     files = {}
     for path in sorted(generated.iterdir()):
         if path.suffix in AUDIO_SUFFIXES and (path.stem not in files or path.suffix == ".wav"):
