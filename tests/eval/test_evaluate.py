@@ -74,3 +74,39 @@ def test_a_cache_of_other_data_is_cleared(tmp_path):
     samples = json.loads((generated / "evaluation" / "reference" / "samples.json").read_text())
     assert len(second["ids"]) == 2 and sorted(samples) == sorted(second["ids"]) != sorted(first["ids"])
     assert second["row"]["clips"] == 0 and "2 of 2 samples have no file" in second["not_comparable"][0]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_evaluate_with_a_local_clap_scores_clap_a_and_clap_t(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from avgen.cli.compare import build_datamodule, evaluate
+    from avgen.cli.generate import safe_name
+    from avgen.eval import get_backend
+
+    spec = importlib.util.spec_from_file_location("_metrics_tests", Path(__file__).with_name("test_metrics.py"))
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    helpers._tiny_clap(tmp_path)
+    config = tmp_path / "data.yaml"
+    config.write_text(DATA)
+    dm = build_datamodule(str(config))
+    dm.setup("predict")
+    generated = tmp_path / "gen"
+    generated.mkdir()
+    captions, audio = {}, {}
+    for batch in dm.predict_dataloader():
+        for i, sample_id in enumerate(batch.ids):
+            audio[safe_name(sample_id)] = batch.audio[i, : int(batch.audio_lengths[i])]
+            captions[safe_name(sample_id)] = batch.caption[i]
+            sf.write(str(generated / f"{safe_name(sample_id)}.wav"), audio[safe_name(sample_id)].numpy(), 16000,
+                     subtype="FLOAT")
+    result = evaluate(["--generated", str(generated), "--reference", str(config), "--clap", str(tmp_path / "clap"),
+                       "--metrics", "clap_a", "clap_t"])
+    # the generated files are the ground truth: CLAP_A is 1; CLAP_T is the mean caption-audio cosine
+    assert result["row"]["clap_a"] == pytest.approx(1.0, abs=1e-5)
+    backend = get_backend("clap", str(tmp_path / "clap"))
+    ids = sorted(audio)
+    expected = (backend.embed([audio[i] for i in ids], 16000) * backend.embed_text([captions[i] for i in ids])).sum(-1).mean()
+    assert result["row"]["clap_t"] == pytest.approx(float(expected), abs=1e-5)
