@@ -5,6 +5,9 @@
 * ``avgen generate --config C --ckpt_path K --output_dir D [inputs] [options]``: one ``<id>.wav`` per
   sample; the options (and their help) come from the configured paper's generation interface
   (``models/<paper>/tasks.py``), so this package names no paper.
+* ``avgen compare --checkpoints A.ckpt B.ckpt --data C --output_dir D``: every checkpoint on the same
+  samples and seeds; results.csv / results.md / plots (``avgen.cli.compare``).
+* ``avgen evaluate --generated DIR --reference C``: the same metrics on a folder of any system's files.
 * ``avgen summary --config C``: parameter counts per submodule, built on the meta device.
 * ``avgen toyworld export --n N --output_dir D``: ToyWorld as real files (mp4 + wav + manifest).
 
@@ -24,6 +27,8 @@ COMMANDS = {
     "test": "Run the test loop of a config, usually with --ckpt_path",
     "predict": "Run Trainer.predict over the datamodule's predict split",
     "generate": "Write one <id>.wav per sample from a checkpoint (datamodule predict split, a manifest or one video)",
+    "compare": "Score checkpoints of any papers on the same samples: results.csv/.md, plots (avgen compare --help)",
+    "evaluate": "Score a folder of generated wavs/mp4s from any system against a datamodule's samples",
     "summary": "Print parameter counts per submodule without allocating weights (meta device)",
     "toyworld": "ToyWorld data tools: `avgen toyworld export` writes mp4 + wav + manifest files",
 }
@@ -83,6 +88,14 @@ def main(args: Optional[list[str]] = None) -> None:
         from avgen.cli.summary import summary
 
         summary(argv[1:])
+    elif command == "compare":
+        from avgen.cli.compare import main as compare_main
+
+        compare_main(argv[1:])
+    elif command == "evaluate":
+        from avgen.cli.compare import evaluate_main
+
+        evaluate_main(argv[1:])
     elif command == "toyworld":
         from avgen.cli.toyworld import toyworld
 

@@ -1,5 +1,17 @@
-"""Evaluation: weight-free oracle metrics on ToyWorld ground truth (more metrics live beside them)."""
+"""Evaluation: the papers' metrics (torchmetrics, DDP-synchronised), their embedding back-ends, and
+the weight-free ToyWorld oracle metrics. ``avgen compare`` (``avgen.cli.compare``) runs them."""
 
+from avgen.eval.backends import BackendUnavailable, ClapBackend, EmbeddingBackend, MelStatsBackend, UNAVAILABLE, get_backend
+from avgen.eval.classifier import InceptionScore, PairedKL
+from avgen.eval.frechet import FrechetDistance, GaussianStats, frechet_distance
+from avgen.eval.onset_sync import OnsetSync, onset_average_precision, onset_sync_scores
 from avgen.eval.oracle import classify_event, detect_onsets, event_class_accuracy, onset_offset
+from avgen.eval.text import CharErrorRate, WordErrorRate, edit_distance, normalize_text
 
-__all__ = ["detect_onsets", "onset_offset", "classify_event", "event_class_accuracy"]
+__all__ = [
+    "detect_onsets", "onset_offset", "classify_event", "event_class_accuracy",
+    "frechet_distance", "GaussianStats", "FrechetDistance", "PairedKL", "InceptionScore",
+    "normalize_text", "edit_distance", "WordErrorRate", "CharErrorRate",
+    "OnsetSync", "onset_sync_scores", "onset_average_precision",
+    "BackendUnavailable", "EmbeddingBackend", "MelStatsBackend", "ClapBackend", "UNAVAILABLE", "get_backend",
+]
