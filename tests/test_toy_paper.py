@@ -1,8 +1,9 @@
 """The plug-in contract, proven by a test-only paper (tests/toy_paper/) that changes no file of avgen.
 
-Through the console script: ``avgen fit`` trains it, ``avgen generate`` takes its own option
-(``--noise_scale``, declared by its options dataclass) and ``--help`` lists it, ``avgen summary`` counts
-it, and the checkpoint reloads as the toy paper's model (``weights_only=True``).
+Through the ``avgen`` command: ``avgen fit`` trains it and ``avgen generate`` takes its own option
+(``--noise_scale``, declared by its options dataclass) in the console script; ``--help`` lists the option,
+``avgen summary`` counts the paper (in-process ``avgen.cli.main``, the same entry), and the checkpoint reloads
+as the toy paper's model (``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -55,14 +56,22 @@ def test_fit_and_reload_through_the_contract(trained):
         sys.path.remove(str(TESTS))
 
 
-def test_generate_takes_the_papers_own_option(trained, tmp_path):
-    help_text = avgen("generate", "--config", CONFIG, "--help", cwd=tmp_path).stdout
+def test_generate_takes_the_papers_own_option(trained, tmp_path, capsys):
+    from avgen.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["generate", "--config", CONFIG, "--help"])
+    help_text = capsys.readouterr().out
     assert "--noise_scale" in help_text and "standard deviation of the initial noise" in help_text
     outputs = {}
     for scale in ("1.0", "0.0"):
         out = tmp_path / f"scale{scale}"
-        avgen("generate", "--config", CONFIG, "--ckpt_path", str(trained), "--output_dir", str(out),
-              "--noise_scale", scale, "--num_steps", "2", "--seed", "1", cwd=tmp_path)
+        args = ["generate", "--config", CONFIG, "--ckpt_path", str(trained), "--output_dir", str(out),
+                "--noise_scale", scale, "--num_steps", "2", "--seed", "1", f"--trainer.default_root_dir={tmp_path}"]
+        if scale == "1.0":
+            avgen(*args, cwd=tmp_path)  # once through the console script
+        else:
+            main(args)
         files = sorted(out.glob("*.wav"))
         assert len(files) == 2
         outputs[scale] = [sf.read(str(f), dtype="float32")[0] for f in files]
@@ -71,8 +80,11 @@ def test_generate_takes_the_papers_own_option(trained, tmp_path):
         assert not np.allclose(a, b)  # the option reached the sampler
 
 
-def test_summary_counts_the_toy_paper(tmp_path):
-    out = avgen("summary", "--config", CONFIG, cwd=tmp_path).stdout
+def test_summary_counts_the_toy_paper(capsys):
+    from avgen.cli import main
+
+    main(["summary", "--config", CONFIG])
+    out = capsys.readouterr().out
     total = int(re.search(r"total parameters: ([\d,]+)", out).group(1).replace(",", ""))
     sys.path.insert(0, str(TESTS))
     try:
