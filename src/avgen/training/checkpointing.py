@@ -97,7 +97,7 @@ class ResumableCheckpoints(L.Callback):
         path, callback = self.last_path(trainer), self.owner(trainer)
         if path is None or callback is None or trainer.global_step == self._saved_step:
             return path
-        trainer.save_checkpoint(str(path))
+        trainer.save_checkpoint(str(path), weights_only=False)  # the full training state, for resuming
         self._saved_step = trainer.global_step
         # ModelCheckpoint's own later saves of last.ckpt then overwrite this file instead of adding last-v1.ckpt.
         callback.last_model_path = str(path)
