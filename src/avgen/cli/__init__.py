@@ -10,6 +10,7 @@
 * ``avgen evaluate --generated DIR --reference C``: the same metrics on a folder of any system's files.
 * ``avgen summary --config C``: parameter counts per submodule, built on the meta device.
 * ``avgen toyworld export --n N --output_dir D``: ToyWorld as real files (mp4 + wav + manifest).
+* ``avgen build-manifest <corpus> --root DIR --output M.jsonl``: a paper corpus's local copy as a validated manifest.
 
 Heavy modules (torch, Lightning) are imported only by the subcommand that runs, so ``--help`` is quick.
 """
@@ -31,6 +32,7 @@ COMMANDS = {
     "evaluate": "Score a folder of generated wavs/mp4s from any system against a datamodule's samples",
     "summary": "Print parameter counts per submodule without allocating weights (meta device)",
     "toyworld": "ToyWorld data tools: `avgen toyworld export` writes mp4 + wav + manifest files",
+    "build-manifest": "Validate a corpus's local copy (VGGSound, AudioCaps, LRS3, ...) and write its manifest + report",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "generate")
 
@@ -100,6 +102,10 @@ def main(args: Optional[list[str]] = None) -> None:
         from avgen.cli.toyworld import toyworld
 
         toyworld(argv[1:])
+    elif command == "build-manifest":
+        from avgen.cli.build_manifest import build_manifest
+
+        build_manifest(argv[1:])
     elif command in LIGHTNING_COMMANDS:
         from avgen.cli.lightning import run_cli as _run_cli
 
