@@ -361,6 +361,16 @@ def test_unihagen_speech_pool(tmp_path):
     from avgen.data.manifest import ManifestDataset
     ds = ManifestDataset(tmp_path / "out" / "unihagen-speech.jsonl", split="train", duration=0.2, on_error="raise")
     assert len(ds) == 4 and ds.video_indices() == [0, 1] and all(r.texts["transcript"] for r in ds.rows)
+    # ... and mixes it with the environment pool (the builder already removed what §4.1's filters remove).
+    from avgen.data.unihagen import UniHAGenMixer
+    run("unihagen-environment", vggsound_tree(tmp_path / "vgg"), tmp_path / "out")
+    env = ManifestDataset(tmp_path / "out" / "unihagen-environment.jsonl", split="train", duration=0.2, on_error="raise")
+    mixer = UniHAGenMixer(env, ds, scenarios=("s1", "s2"), snr_db=(0.0, 0.0), seed=0, size=4)
+    assert mixer.environment_pool == [0] and sum(mixer.filter_counts.values()) == 0
+    mixes = [mixer[i] for i in range(4)]
+    assert {m.meta["unihagen"]["scenario"] for m in mixes} == {"s1", "s2"}
+    for m in mixes:
+        assert (m.transcript == "HELLO THERE" if m.meta["unihagen"]["scenario"] == "s2" else m.caption == "dog barking")
 
 
 # --------------------------------------------------------------------------------------------- Greatest Hits
