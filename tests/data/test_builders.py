@@ -121,7 +121,10 @@ def test_vggsound_and_unihagen_environment(tmp_path):
     assert sf.info(str(out / "vggsound_audio" / "abc_000030.wav")).samplerate == RATE  # the mp4's track, extracted
     assert loads(out / "vggsound.jsonl") == 2
     # OmniSonic §4.1's pool: the speech categories are gone, each named in the report.
+    extracted = out / "vggsound_audio" / "abc_000030.wav"
+    stamp = extracted.stat().st_mtime_ns
     rows, report = run("unihagen-environment", root, out, splits=["train", "test"], audio_dir=out / "vggsound_audio")
+    assert extracted.stat().st_mtime_ns == stamp  # a rerun reuses the extracted audio
     assert [r["id"] for r in rows] == ["---g-f_I2yQ_000001"]
     assert [(s["id"], s["kind"], s["reason"]) for s in report["skips"] if s["kind"] == "excluded"] == [
         ("abc_000030", "excluded", "speech-related category 'male speech, man speaking'"),
@@ -266,21 +269,25 @@ def test_lrs2_filelists(tmp_path):
     (base / "main" / "666" / "00003.txt").write_text(LRS_TXT)
     mp4(base / "pretrain" / "777" / "00001.mp4", seconds=0.04)  # too short
     (base / "pretrain" / "777" / "00001.txt").write_text(LRS_TXT)
-    (base / "train.txt").write_text("555/00001\n555/00002\n")  # 00002 is not in the copy
+    mp4(base / "main" / "888" / "00001.mp4", seconds=0.4, fps=5.0)  # below min_fps
+    (base / "main" / "888" / "00001.txt").write_text(LRS_TXT)
+    (base / "train.txt").write_text("555/00001\n555/00002\n888/00001\n")  # 555/00002 is not in the copy
     (base / "test.txt").write_text("666/00003 NF\n")
     (base / "pretrain.txt").write_text("777/00001\n")
     out = tmp_path / "out"
-    rows, report = run("lrs2", root, out, ["pretrain", "train", "test"])
+    rows, report = run("lrs2", root, out, ["pretrain", "train", "test"], audio_rate=22050)
     assert measured(rows) == [
         {"id": "train/555/00001", "audio": "lrs2_audio/train/555/00001.wav", "video": "../lrs2/mvlrs_v1/main/555/00001.mp4",
-         "transcript": "HELLO THERE", "split": "train", "sample_rate": RATE,
+         "transcript": "HELLO THERE", "split": "train", "sample_rate": 22050,
          "meta": {"corpus": "lrs2", "corpus_split": "train", "programme": "555", "words": WORDS}},
         {"id": "test/666/00003", "audio": "lrs2_audio/test/666/00003.wav", "video": "../lrs2/mvlrs_v1/main/666/00003.mp4",
-         "transcript": "HELLO THERE", "split": "test", "sample_rate": RATE,
+         "transcript": "HELLO THERE", "split": "test", "sample_rate": 22050,
          "meta": {"corpus": "lrs2", "corpus_split": "test", "programme": "666", "words": WORDS}},
     ]
     assert skips(report, root) == [("pretrain/777/00001", "too_short", "mvlrs_v1/pretrain/777/00001.mp4"),
-                                   ("train/555/00002", "no_transcript", "mvlrs_v1/main/555/00002.txt")]
+                                   ("train/555/00002", "no_transcript", "mvlrs_v1/main/555/00002.txt"),
+                                   ("train/888/00001", "low_fps", "mvlrs_v1/main/888/00001.mp4")]
+    assert sf.info(str(out / "lrs2_audio" / "train" / "555" / "00001.wav")).samplerate == 22050  # --audio_rate
 
 
 def commonvoice_tree(root: Path) -> Path:
@@ -329,19 +336,23 @@ def test_libritts_speakers_and_transcripts(tmp_path):
     low = root / "dev-clean" / "84" / "121123"
     wav(low / "84_121123_000008_000000.wav", rate=8000)
     (low / "84_121123_000008_000000.normalized.txt").write_text("Low rate.")
+    wav(good / "19_198_000000_000002.wav", seconds=0.5, rate=24000)  # longer than max_duration
+    (good / "19_198_000000_000002.normalized.txt").write_text("Too long.")
     garbage(root / "test-clean" / "1089" / "134686" / "1089_134686_000001_000001.wav")
     (root / "test-clean" / "1089" / "134686" / "1089_134686_000001_000001.normalized.txt").write_text("Broken.")
     out = tmp_path / "out"
-    rows, report = run("libritts", root, out, ["train-clean-100", "dev-clean", "test-clean"])
+    rows, report = run("libritts", root, out, ["train-clean-100", "dev-clean", "test-clean"],
+                       limits=Limits(min_duration=0.1, max_duration=0.4))
     assert measured(rows) == [
         {"id": "19_198_000000_000000", "audio": "../LibriTTS/train-clean-100/19/198/19_198_000000_000000.wav",
          "transcript": "Hello world.", "split": "train", "sample_rate": 24000,
          "meta": {"corpus": "libritts", "corpus_split": "train-clean-100", "speaker": "19", "chapter": "198"}}]
     assert skips(report, root) == [
         ("19_198_000000_000001", "no_transcript", "train-clean-100/19/198/19_198_000000_000001.normalized.txt"),
+        ("19_198_000000_000002", "too_long", "train-clean-100/19/198/19_198_000000_000002.wav"),
         ("84_121123_000008_000000", "low_sample_rate", "dev-clean/84/121123/84_121123_000008_000000.wav"),
         ("1089_134686_000001_000001", "unreadable", "test-clean/1089/134686/1089_134686_000001_000001.wav")]
-    assert "8000 Hz is below min_sample_rate=16000 Hz" in report["skips"][1]["reason"]
+    assert "8000 Hz is below min_sample_rate=16000 Hz" in report["skips"][2]["reason"]
     assert loads(out / "libritts.jsonl") == 1
 
 

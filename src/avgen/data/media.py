@@ -148,6 +148,37 @@ def load_audio(
     return AudioClip(torch.from_numpy(np.ascontiguousarray(mono)), valid, info.frames / rate, rate, int(info.channels))
 
 
+def read_audio_track(path: str | Path) -> tuple[np.ndarray, int]:
+    """The first audio stream of a container (mp4, mkv, ...) as mono float32 at its own rate, via PyAV.
+
+    For videos whose sound exists only inside the container (VGGSound, LRS2/3, Greatest Hits);
+    :class:`MediaError` when the file is missing, cannot be decoded or has no (or an empty) audio stream.
+    """
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "video file does not exist", "check the path or remove the row")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise MediaError(path, "the file has no audio stream", "use a copy with its audio track, or drop it")
+            stream = container.streams.audio[0]
+            rate = int(stream.rate)
+            mono = av.AudioResampler(format="flt", layout="mono", rate=rate)
+            chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(stream) for f in mono.resample(frame)]
+            chunks += [f.to_ndarray().reshape(-1) for f in mono.resample(None)]
+    except MediaError:
+        raise
+    except Exception as e:  # av.error.*: truncated or not a media file
+        raise MediaError(path, f"audio track could not be decoded ({type(e).__name__}: {e})",
+                         "re-download or re-encode the file, or drop it") from e
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if audio.size == 0:
+        raise MediaError(path, "the audio stream holds no samples", "re-download the file, or drop it")
+    return audio, rate
+
+
 def write_wav(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int) -> Path:
     """Write mono (S,) or (C, S) float audio as 16-bit PCM WAV."""
     a = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio, np.float32)

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
-from avgen.data.media import MediaError, audio_info, resample, video_info, write_wav
+from avgen.data.media import MediaError, audio_info, read_audio_track, resample, video_info, write_wav
 
 log = logging.getLogger(__name__)
 
@@ -242,26 +242,7 @@ def extract_audio(video: Path, target: Path, rate: int | None = None) -> Path:
             return target
         except MediaError:
             pass  # a half-written wav of an interrupted run: extract again
-    import av
-    import numpy as np
-
-    try:
-        with av.open(str(video)) as container:
-            if not container.streams.audio:
-                raise MediaError(video, "the video has no audio stream", "use a copy with its audio track, or drop it")
-            stream = container.streams.audio[0]
-            source_rate = int(stream.rate)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=source_rate)
-            chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(stream) for f in resampler.resample(frame)]
-            chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    except MediaError:
-        raise
-    except Exception as e:  # av.error.*: truncated or not a media file
-        raise MediaError(video, f"audio track could not be decoded ({type(e).__name__}: {e})",
-                         "re-download or re-encode the clip, or drop it") from e
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if audio.size == 0:
-        raise MediaError(video, "the audio track holds no samples", "re-download the clip, or drop it")
+    audio, source_rate = read_audio_track(video)
     if rate is not None and rate != source_rate:
         audio, source_rate = resample(audio, source_rate, rate), rate
     tmp = target.with_name(target.name + ".part.wav")
