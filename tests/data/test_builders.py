@@ -222,6 +222,15 @@ def test_wavcaps_sources(tmp_path):
                                    ("FreeSound/7", "no_caption", "Zip_files/FreeSound/7.flac"),
                                    ("FreeSound/item2", "bad_metadata", "json_files/FreeSound/fsd_final.json")]
     assert loads(out / "wavcaps.jsonl") == 2
+    # --full_decode also decodes the samples: a clip whose header parses but holds NaNs is unreadable.
+    bad = np.full(3200, np.nan, np.float32)
+    sf.write(str(root / "Zip_files" / "FreeSound" / "part1" / "180913.wav"), bad, RATE, subtype="FLOAT")
+    (root / "Zip_files" / "FreeSound" / "part1" / "180913.flac").unlink()
+    rows, report = run("wavcaps", root, out, ["FreeSound"], full_decode=True)
+    assert rows == [] and ("FreeSound/180913", "unreadable", "Zip_files/FreeSound/part1/180913.wav") in skips(report, root)
+    assert "NaN" in report["skips"][0]["reason"]
+    rows, _ = run("wavcaps", root, out, ["FreeSound"])  # the header alone passes
+    assert [r["id"] for r in rows] == ["FreeSound/180913"]
 
 
 # --------------------------------------------------------------------------------------------- speech

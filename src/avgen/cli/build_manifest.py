@@ -46,6 +46,8 @@ def parser() -> argparse.ArgumentParser:
         c.add_argument("--same_speaker_reference", action="store_true",
                        help="give every row of a speaker another clip of the same speaker as reference_audio "
                             "(Harmony stage 2's cross-utterance reference)")
+        c.add_argument("--full_decode", action="store_true", help="decode every audio file in full, not only its "
+                       "header (slower; catches damage past the header, NaN samples)")
         c.add_argument("--report", default=None, help="the report's path (default <output>.report.json)")
         c.add_argument("--no_progress", action="store_true", help="no progress bar")
         builder.add_arguments(c)
@@ -53,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 COMMON = {"root", "output", "split", "workers", "captions", "min_duration", "max_duration", "min_sample_rate",
-          "min_fps", "audio_dir", "audio_rate", "same_speaker_reference", "report", "no_progress", "corpus"}
+          "min_fps", "audio_dir", "audio_rate", "same_speaker_reference", "full_decode", "report", "no_progress",
+          "corpus"}
 
 
 def build_manifest(argv: list[str]) -> dict[str, Any]:
@@ -69,7 +72,7 @@ def build_manifest(argv: list[str]) -> dict[str, Any]:
         limits = Limits(args.min_duration, args.max_duration, args.min_sample_rate, args.min_fps)
         report = build(builder, args.output, limits=limits, workers=args.workers, audio_dir=args.audio_dir,
                        audio_rate=args.audio_rate, same_speaker_reference=args.same_speaker_reference,
-                       report=args.report, progress=not args.no_progress)
+                       full_decode=args.full_decode, report=args.report, progress=not args.no_progress)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"avgen build-manifest {args.corpus}: {e}") from None
     print(format_summary(report))

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable, Iterator
 
-from avgen.data.media import MediaError, audio_info, read_audio_track, resample, video_info, write_wav
+from avgen.data.media import MediaError, audio_info, load_audio, read_audio_track, resample, video_info, write_wav
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +257,7 @@ class Settings:
     requires: tuple[str, ...]
     audio_dir: Path
     audio_rate: int | None
+    full_decode: bool = False
 
 
 def _kind_of(error: MediaError) -> str:
@@ -295,6 +296,11 @@ def validate_entry(entry: Entry, settings: Settings) -> Checked | Skip:
     except MediaError as e:
         return Skip(entry.id, e.path, _kind_of(e), e.reason, entry.source)
     rate, seconds = int(info.samplerate), info.frames / info.samplerate
+    if settings.full_decode:  # the header parsed; decode every sample too (truncation, NaN/Inf)
+        try:
+            load_audio(audio, rate)
+        except MediaError as e:
+            return Skip(entry.id, e.path, "unreadable", e.reason, entry.source)
     if rate < lim.min_sample_rate:
         return Skip(entry.id, str(audio), "low_sample_rate", f"{rate} Hz is below min_sample_rate="
                     f"{lim.min_sample_rate} Hz", entry.source)
@@ -367,6 +373,7 @@ def build(
     audio_dir: str | Path | None = None,
     audio_rate: int | None = None,
     same_speaker_reference: bool = False,
+    full_decode: bool = False,
     report: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -374,12 +381,13 @@ def build(
 
     ``audio_dir``: where audio extracted from videos goes (default ``<output folder>/<corpus>_audio``).
     ``report``: the report's path (default ``<output>`` with ``.report.json``).
+    ``full_decode``: decode every audio file in full (slower; catches damage past the header).
     """
     output = Path(output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     limits = limits or Limits()
     settings = Settings(limits, builder.requires, Path(audio_dir) if audio_dir else output.parent / f"{builder.name}_audio",
-                        audio_rate)
+                        audio_rate, full_decode)
     entries = list(builder.entries())
     if builder.selected_splits and len(set(builder.missing_splits)) == len(builder.selected_splits):
         raise FileNotFoundError(f"{builder.name}: no metadata for any of the splits {list(builder.selected_splits)} "
@@ -430,6 +438,7 @@ def build(
         "skipped": len(skips),
         "skipped_by_kind": dict(sorted(Counter(s.kind for s in skips).items())),
         "limits": asdict(limits),
+        "full_decode": full_decode,
         "references": references,
         "skips": [asdict(s) for s in skips],
     }

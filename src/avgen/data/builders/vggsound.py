@@ -2,10 +2,10 @@
 
 Published layout, checked against the dataset's own README (github hche11/VGGSound: "For each YouTube
 video, we provide YouTube URLs, time stamps, audio labels and train/test split. Each line in the csv
-file has columns ``# YouTube ID, start seconds, label, train/test split``": a headerless CSV whose
-label is quoted when it holds a comma, e.g. ``---g-f_I2yQ,1,"people marching",test``) and against
-how the distributed 10-s clips are named by projects that read them (``<ytid>_<start:06d>.mp4``,
-e.g. ``---g-f_I2yQ_000001``). The clips may sit anywhere under the root (``video/``, split
+file has columns ``# YouTube ID, start seconds, label, train/test split``": a headerless CSV, read
+with the csv module so labels holding a comma, such as ``"male speech, man speaking"``, stay one
+field) and against how projects that read the distributed 10-s clips name them
+(``<ytid>_<start:06d>``, e.g. ``---g-f_I2yQ_000001.wav`` in public VGGSound loaders). The clips may sit anywhere under the root (``video/``, split
 folders, tar shards unpacked in place): they are found by that stem. A ``<stem>.wav``/``.flac``
 anywhere under the root is used as the clip's audio; otherwise the mp4's audio track is extracted.
 
