@@ -10,6 +10,8 @@
 * ``avgen evaluate --generated DIR --reference C``: the same metrics on a folder of any system's files.
 * ``avgen summary --config C``: parameter counts per submodule, built on the meta device.
 * ``avgen toyworld export --n N --output_dir D``: ToyWorld as real files (mp4 + wav + manifest).
+* ``avgen precompute --config C --output_dir S [--stats]``: frozen encoder features + codec posteriors as
+  litdata shards for ``avgen.data.StreamingDataModule`` (``avgen.cli.precompute``).
 
 Heavy modules (torch, Lightning) are imported only by the subcommand that runs, so ``--help`` is quick.
 """
@@ -31,6 +33,7 @@ COMMANDS = {
     "evaluate": "Score a folder of generated wavs/mp4s from any system against a datamodule's samples",
     "summary": "Print parameter counts per submodule without allocating weights (meta device)",
     "toyworld": "ToyWorld data tools: `avgen toyworld export` writes mp4 + wav + manifest files",
+    "precompute": "Run a config's frozen encoders + codec once per clip into litdata shards (--stats: latent stats)",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "generate")
 
@@ -100,6 +103,10 @@ def main(args: Optional[list[str]] = None) -> None:
         from avgen.cli.toyworld import toyworld
 
         toyworld(argv[1:])
+    elif command == "precompute":
+        from avgen.cli.precompute import main as precompute_main
+
+        precompute_main(argv[1:])
     elif command in LIGHTNING_COMMANDS:
         from avgen.cli.lightning import run_cli as _run_cli
 
