@@ -143,7 +143,12 @@ class _EncodePart:
                     f.write(json.dumps({"index": index, "reason": why}) + "\n")
             else:
                 samples.append(sample)
-        yield from encode_clips(_WORKER["model"], samples)
+        seconds = 0.0
+        for record in encode_clips(_WORKER["model"], samples):
+            seconds += max(int(record["audio_length"]), 0) / int(record["sample_rate"])
+            yield record
+        with open(self.skip_file.replace(".skipped.jsonl", ".seconds"), "a") as f:
+            f.write(f"{seconds!r}\n")
 
 
 # ---------------------------------------------------------------------------------------------- sets and parts
@@ -209,6 +214,7 @@ def _write_part(root: Path, part: int, indices: list[int], *, batch_size: int, n
     shutil.rmtree(scratch, ignore_errors=True)
     skip_file = root / f".{tag}.skipped.jsonl"
     skip_file.unlink(missing_ok=True)
+    (root / f".{tag}.seconds").unlink(missing_ok=True)
     inputs = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
     optimize(fn=_EncodePart(str(skip_file), build_args, split, source), inputs=inputs, output_dir=str(scratch),
              chunk_bytes=chunk_bytes, num_workers=min(num_workers, len(inputs)), reorder_files=False,
@@ -221,6 +227,9 @@ def _write_part(root: Path, part: int, indices: list[int], *, batch_size: int, n
             name = rows[entry["index"]].id if rows is not None else f"index {entry['index']}"
             skipped.append((name, entry["reason"]))
         skip_file.unlink()
+    seconds_file = root / f".{tag}.seconds"
+    seconds = sum(float(x) for x in seconds_file.read_text().split()) if seconds_file.is_file() else 0.0
+    seconds_file.unlink(missing_ok=True)
     index_file = scratch / "index.json"
     index = json.loads(index_file.read_text()) if index_file.is_file() else {"chunks": [], "config": None}
     chunks = []
@@ -230,7 +239,7 @@ def _write_part(root: Path, part: int, indices: list[int], *, batch_size: int, n
         chunks.append(dict(chunk, filename=new_name, bytes=(root / new_name).stat().st_size))
     shutil.rmtree(scratch, ignore_errors=True)
     info = {"part": part, "clips": sum(c["chunk_size"] for c in chunks), "indices": [indices[0], indices[-1] + 1],
-            "skipped": skipped, "chunks": chunks, "config": index["config"]}
+            "seconds": seconds, "skipped": skipped, "chunks": chunks, "config": index["config"]}
     (root / f"{tag}.json.tmp").write_text(json.dumps(info))
     os.replace(root / f"{tag}.json.tmp", root / f"{tag}.json")  # the part counts as finished only now
     return info
@@ -298,21 +307,6 @@ def write_buckets(root: Path, bucket_seconds: list[float], chunk_bytes: str = "6
     return buckets
 
 
-def _seconds(root: Path) -> float:
-    """Audio seconds in a finished set (read back from its records)."""
-    from litdata import StreamingDataset
-
-    if not (root / "index.json").is_file():
-        return 0.0
-    dataset = StreamingDataset(str(root))
-    total = 0.0
-    for i in range(len(dataset)):
-        record = dataset[i]
-        if int(record["audio_length"]) > 0:
-            total += int(record["audio_length"]) / int(record["sample_rate"])
-    return total
-
-
 def precompute(
     model: Any,
     datamodule: Any,
@@ -356,6 +350,7 @@ def precompute(
             "hop_length": model.codec.hop_length, "posterior": getattr(model.codec, "posterior", "mean"),
         }, indent=1, default=list))
         count = min(len(dataset), limit or len(dataset))
+        report.skipped += [(sid, f"at setup: {why}") for _, sid, why in getattr(dataset, "setup_skips", [])]
         parts = []
         for part, start in enumerate(range(0, count, clips_per_part)):
             indices = list(range(start, min(start + clips_per_part, count)))
@@ -372,12 +367,12 @@ def precompute(
                 report.parts_written += 1
             report.skipped += [tuple(s) for s in info["skipped"]]
             report.bytes += sum(c["bytes"] for c in info["chunks"])
+            report.seconds += info["seconds"]
             parts.append(info)
             bar.update(len(indices))
         _write_index(root, parts)
         if bucket_seconds:
             write_buckets(root, bucket_seconds, chunk_bytes)
-        report.seconds += _seconds(root)
         report.sets.append(str(root))
     bar.close()
     return report

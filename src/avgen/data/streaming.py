@@ -111,7 +111,13 @@ class StreamingDataModule(L.LightningDataModule):
     @property
     def media(self) -> MediaSpec:
         """The media spec the first train set was precomputed with (the CLI and models read it)."""
-        return set_media(self.train_sets[0])
+        try:
+            return set_media(self.train_sets[0])
+        except FileNotFoundError as e:
+            raise FileNotFoundError(
+                f"{e}. Commands that read media themselves (generate on a video) can take the media datamodule "
+                "instead: --data configs/<paper>/media.yaml"
+            ) from None
 
     sample_rate = property(lambda self: self.media.sample_rate)
     duration = property(lambda self: self.media.duration)
