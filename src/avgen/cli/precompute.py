@@ -426,7 +426,11 @@ def build_from_args(args: list[str], device: str | None = None) -> tuple[Any, An
     """The configured model (on ``device``) and datamodule, as ``avgen fit`` would build them."""
     from avgen.cli.lightning import run_cli
 
-    cli = run_cli(list(args), run=False)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI reads these args only (not precompute's own)
+    try:
+        cli = run_cli(list(args), run=False)
+    finally:
+        sys.argv = argv
     model = cli.model
     if device:
         model = model.to(device)
