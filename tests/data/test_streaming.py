@@ -156,6 +156,17 @@ def test_mixing_weights_hold_within_sampling_error(tmp_path):
     std = (0.75 * 0.25 / len(ids)) ** 0.5  # binomial, 300 draws: 0.025
     assert abs(share - 0.75) < 4 * std, share
     assert mixing_weights([100, 300], None, [3, 1]) == [0.5, 0.5]  # MMAudio repeat factors: size x repeat
+    # The mixed stream resumes too: cut after 5 batches, restored from the loader's state.
+    cut = data.train_dataloader()
+    head = [b.ids for _, b in zip(range(5), cut)]
+    state = cut.state_dict()
+    again = StreamingDataModule(sets, weights=[3, 1], batch_size=10, shuffle=True, seed=0)
+    resumed = again.train_dataloader()
+    resumed.load_state_dict(state)
+    tail = [b.ids for _, b in zip(range(5), resumed)]
+    full = [b.ids for _, b in zip(range(10), StreamingDataModule(sets, weights=[3, 1], batch_size=10, seed=0)
+                                   .train_dataloader())]
+    assert head + tail == full
 
 
 def test_precompute_resumes_and_rebuilds_a_lost_chunk(toy_shards):
