@@ -334,7 +334,13 @@ def precompute(
     datasets = _datasets(datamodule, list(splits))
     if not datasets:
         raise ValueError(f"avgen precompute: the datamodule has none of the splits {list(splits)}")
-    _WORKER.update(model=model, datasets=datasets, fork=model.device.type != "cuda")
+    fork = model.device.type == "cpu"
+    if not fork and build_args is None:
+        raise ValueError("precompute on an accelerator runs its encoders in spawned litdata workers, which rebuild "
+                         "the model from build_args (the CLI's --config/--data arguments); use `avgen precompute`")
+    # Forked workers share the model built here; spawned ones (CUDA cannot be forked) build their own,
+    # once per part: on an accelerator prefer large --clips_per_part.
+    _WORKER.update(model=model, datasets=datasets, fork=fork)
     report = PrecomputeReport()
     total = sum(min(len(d), limit or len(d)) for d in datasets.values())
     bar = tqdm(total=total, desc="precompute", unit="clip", disable=not progress)
@@ -449,7 +455,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--splits", default="train", help="comma-separated splits (default: train), e.g. train,val")
     parser.add_argument("--batch_size", type=int, default=8, help="clips per encoder batch (default 8)")
     parser.add_argument("--clips_per_part", type=int, default=1024,
-                        help="clips per resumable part (a rerun skips finished parts; default 1024)")
+                        help="clips per resumable part (a rerun skips finished parts; default 1024). On a GPU each "
+                        "part's workers load the encoders once: use larger parts, e.g. 8192")
     parser.add_argument("--num_workers", type=int, default=1, help="litdata worker processes per part (default 1)")
     parser.add_argument("--chunk_bytes", default="64MB", help="litdata chunk size (default 64MB)")
     parser.add_argument("--device", default=None, help="device of the encoders, e.g. cuda (default: cpu)")
