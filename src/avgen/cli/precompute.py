@@ -131,6 +131,13 @@ class _EncodePart:
         self.skip_file, self.build_args, self.split, self.source = skip_file, build_args, split, source
 
     def __call__(self, indices: list[int]) -> Iterator[dict[str, Any]]:
+        if _WORKER.get("pid") != os.getpid():
+            # A forked worker must not enter the parent's OpenMP thread pool (it would wait forever on
+            # threads that were not forked); one thread per worker, as torch's DataLoader workers.
+            import torch
+
+            torch.set_num_threads(1)
+            _WORKER["pid"] = os.getpid()
         if "model" not in _WORKER:  # a spawned worker: build model and data from the same arguments
             model, datamodule = build_from_args(self.build_args or [], device=os.environ.get("AVGEN_PRECOMPUTE_DEVICE"))
             _WORKER.update(model=model, datasets=_datasets(datamodule, [self.split]))
@@ -340,7 +347,7 @@ def precompute(
                          "the model from build_args (the CLI's --config/--data arguments); use `avgen precompute`")
     # Forked workers share the model built here; spawned ones (CUDA cannot be forked) build their own,
     # once per part: on an accelerator prefer large --clips_per_part.
-    _WORKER.update(model=model, datasets=datasets, fork=fork)
+    _WORKER.update(model=model, datasets=datasets, fork=fork, pid=os.getpid())
     report = PrecomputeReport()
     total = sum(min(len(d), limit or len(d)) for d in datasets.values())
     bar = tqdm(total=total, desc="precompute", unit="clip", disable=not progress)
