@@ -193,3 +193,23 @@ def test_oobleck_meta_build_is_the_stable_audio_vae():
         codec = OobleckCodec()
     assert (codec.sample_rate, codec.hop_length, codec.latent_channels) == (44100, 2048, 64)
     assert all(p.is_meta for p in codec.parameters())
+
+
+def test_stored_posterior_gives_encode_and_its_draws(tmp_path, codecs):
+    """Shards keep the raw posterior: normalising its mean is ``encode`` (posterior="mean"); with
+    posterior="sample" a draw is (mean + std * eps - latent_mean) / latent_std; stats files written by
+    ``avgen precompute --stats`` load as latent_stats."""
+    wave = 0.2 * torch.randn(2, 4000, generator=torch.Generator().manual_seed(3))
+    mean_c, std_c = torch.linspace(-1, 1, 20), torch.linspace(0.5, 2.0, 20)
+    torch.save({"latent_mean": mean_c, "latent_std": std_c, "frames": 7}, tmp_path / "latent_stats.pt")
+    codec = MMAudioCodec("16k", overrides=TINY, latent_stats=str(tmp_path / "latent_stats.pt"))
+    mean, std = codec.encode_posterior(wave)
+    assert mean.shape == std.shape == codec.encode(wave).shape and bool((std > 0).all())
+    torch.testing.assert_close(codec.latents_from_posterior(mean, std), codec.encode(wave))
+    torch.testing.assert_close(mean, codecs["16k"].encode(wave))  # raw = the unnormalised codec's latents
+    sampling = MMAudioCodec("16k", overrides=TINY, posterior="sample", latent_stats=str(tmp_path / "latent_stats.pt"))
+    torch.manual_seed(0)
+    drawn = sampling.latents_from_posterior(mean, std)
+    torch.manual_seed(0)
+    eps = torch.randn_like(mean)
+    torch.testing.assert_close(drawn, (mean + std * eps - mean_c) / std_c)

@@ -201,3 +201,34 @@ def test_t_start_moves_the_first_euler_step(model, world):
     assert seen == pytest.approx([0.05, 0.2875, 0.525, 0.7625])
     with pytest.raises(ValueError, match="t_start"):
         AudioGenOmniSampling(t_start=1.0)
+
+
+def test_precomputed_features_give_the_encoders_conditions(model, world):
+    """Variable-length clips through `avgen precompute` records: the same T5 states, CLIP / Synchformer
+    features on every valid frame, lyrics ids, latent lengths, timing and targets as from the media."""
+    from avgen.cli.precompute import encode_clips
+    from avgen.data.shards import record_to_sample
+
+    samples = [world.sample(i, scenario="song") for i in (1, 2, 3)]
+    media = collate(samples)
+    shards = collate([record_to_sample(r) for r in encode_clips(model, samples)])
+    assert shards.audio is None and shards.caption_mask is not None
+    from unittest import mock
+
+    with torch.no_grad():
+        a, (xa, ma) = model.encode_conditions(media), model.target_latents(media)
+        with mock.patch.object(model.text_encoder, "forward", side_effect=AssertionError("T5 ran")), \
+             mock.patch.object(model.vision_encoder, "forward", side_effect=AssertionError("CLIP ran")), \
+             mock.patch.object(model.sync_encoder, "forward", side_effect=AssertionError("Synchformer ran")), \
+             mock.patch.object(model.codec, "encode", side_effect=AssertionError("codec encoder ran")):
+            b, (xb, mb) = model.encode_conditions(shards), model.target_latents(shards)
+    assert torch.equal(ma, mb) and len(set(ma.sum(1).tolist())) > 1  # lengths really vary
+    torch.testing.assert_close(xb * mb[..., None], xa * ma[..., None])
+    for name in ("lyrics_ids", "latent_lengths", "seconds_total", "sync_lengths", "semantic_mask", "caption_mask"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    torch.testing.assert_close(b.caption_features * b.caption_mask[..., None],
+                               a.caption_features * a.caption_mask[..., None], rtol=1e-5, atol=1e-5)
+    sem = a.semantic_mask
+    torch.testing.assert_close(b.semantic_features[sem], a.semantic_features[sem], rtol=1e-5, atol=1e-5)
+    for i, n in enumerate(a.sync_lengths.tolist()):
+        torch.testing.assert_close(b.sync_features[i, :n], a.sync_features[i, :n], rtol=1e-5, atol=1e-5)

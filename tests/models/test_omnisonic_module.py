@@ -296,3 +296,37 @@ def test_qk_norm_switch_reaches_every_attention():
     norms = lambda m: sum(isinstance(x, RMSNorm) for x in m.network.modules())  # noqa: E731
     assert norms(with_norm) == 2 * 4 * 2  # q and k of 1 self- + 3 cross-attentions, 2 blocks
     assert norms(without) == 0
+
+
+def test_precomputed_features_give_the_encoders_conditions():
+    """From `avgen precompute` records (FLAN-T5 of both captions, CLIP frames, codec posterior) OmniSonic
+    encodes the same conditions and targets as from the media; the trainable speech encoder still runs."""
+    from avgen.cli.precompute import encode_clips
+    from avgen.data import collate
+    from avgen.data.shards import record_to_sample
+
+    model = build().eval()
+    dm = ToyWorldDataModule(batch_size=4, train_size=4, duration=1.0, semantic_size=32, sync_size=32,
+                            scenarios=["omnisonic_s1", "omnisonic_s2", "omnisonic_s3"], seed=3)
+    dm.setup("fit")
+    samples = [dm.train_dataloader().dataset[i] for i in range(4)]
+    media = collate(samples)
+    shards = collate([record_to_sample(r) for r in encode_clips(model, samples)])
+    assert shards.audio is None and shards.caption_features is not None and shards.semantic_features is not None
+    from unittest import mock
+
+    with torch.no_grad():
+        a, (xa, ma) = model.encode_conditions(media), model.target_latents(media)
+        with mock.patch.object(model.codec, "encode", side_effect=AssertionError("codec encoder ran")), \
+             mock.patch.object(model.env_text_encoder, "forward", side_effect=AssertionError("FLAN-T5 ran")), \
+             mock.patch.object(model.vision_encoder, "forward", side_effect=AssertionError("CLIP ran")):
+            b, (xb, mb) = model.encode_conditions(shards), model.target_latents(shards)
+    torch.testing.assert_close(xb, xa)
+    assert torch.equal(mb, ma)
+    for name in ("onscreen", "offscreen", "speech"):
+        (sa, ka), (sb, kb) = getattr(a, name), getattr(b, name)
+        assert torch.equal(ka, kb)
+        torch.testing.assert_close(sb * kb[..., None], sa * ka[..., None], rtol=1e-5, atol=1e-5)
+    video = media.has_video
+    torch.testing.assert_close(b.visual[video], a.visual[video], rtol=1e-5, atol=1e-5)
+    assert all(torch.equal(a.present[k], b.present[k]) for k in a.present)

@@ -11,6 +11,8 @@
 * ``avgen summary --config C``: parameter counts per submodule, built on the meta device.
 * ``avgen toyworld export --n N --output_dir D``: ToyWorld as real files (mp4 + wav + manifest).
 * ``avgen build-manifest <corpus> --root DIR --output M.jsonl``: a paper corpus's local copy as a validated manifest.
+* ``avgen precompute --config C --output_dir S [--stats]``: frozen encoder features + codec posteriors as
+  litdata shards for ``avgen.data.StreamingDataModule`` (``avgen.cli.precompute``).
 
 Heavy modules (torch, Lightning) are imported only by the subcommand that runs, so ``--help`` is quick.
 """
@@ -33,6 +35,7 @@ COMMANDS = {
     "summary": "Print parameter counts per submodule without allocating weights (meta device)",
     "toyworld": "ToyWorld data tools: `avgen toyworld export` writes mp4 + wav + manifest files",
     "build-manifest": "Validate a corpus's local copy (VGGSound, AudioCaps, LRS3, ...) and write its manifest + report",
+    "precompute": "Run a config's frozen encoders + codec once per clip into litdata shards (--stats: latent stats)",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict", "generate")
 
@@ -106,6 +109,10 @@ def main(args: Optional[list[str]] = None) -> None:
         from avgen.cli.build_manifest import build_manifest
 
         build_manifest(argv[1:])
+    elif command == "precompute":
+        from avgen.cli.precompute import main as precompute_main
+
+        precompute_main(argv[1:])
     elif command in LIGHTNING_COMMANDS:
         from avgen.cli.lightning import run_cli as _run_cli
 

@@ -50,6 +50,31 @@ class AudioCodec(nn.Module, ABC):
     def decode(self, latents: Tensor) -> Tensor:
         """(B, T, C) normalised latents -> (B, S) waveform."""
 
+    # ---- precomputed posteriors (``avgen precompute`` shards) -------------------------------------
+    def encode_posterior(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S) -> the raw posterior (mean, std), each (B, T, C), *before* normalisation.
+
+        A VAE codec overrides this so shards keep the whole posterior and training can still draw
+        x1 = mean + std * eps every step (MMAudio). The default (deterministic codecs) is ``encode``
+        with a zero std; its ``normalize_latents`` is then the identity.
+        """
+        latents = self.encode(waveform)
+        return latents, torch.zeros_like(latents)
+
+    def normalize_latents(self, raw: Tensor) -> Tensor:
+        """Raw posterior-space latents (B, T, C) -> the normalised latents ``encode`` returns."""
+        return raw
+
+    def latents_from_posterior(self, mean: Tensor, std: Tensor, *, sample: bool | None = None) -> Tensor:
+        """Normalised latents from a stored raw posterior: its mean, or a draw mean + std * eps.
+
+        ``sample=None`` follows the codec's own ``posterior`` option (``"sample"`` draws, as ``encode`` does).
+        """
+        if sample is None:
+            sample = getattr(self, "posterior", "mean") == "sample"
+        raw = mean + std * torch.randn_like(mean) if sample else mean
+        return self.normalize_latents(raw)
+
     def freeze(self) -> "AudioCodec":
         self.eval()
         for p in self.parameters():

@@ -174,6 +174,20 @@ class MMAudioCodec(AudioCodec):
 
     @torch.autocast("cuda", enabled=False)
     @torch.autocast("cpu", enabled=False)
+    def encode_posterior(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        """The VAE posterior before normalisation: (mean, exp(logvar / 2)), each (B, T, C)."""
+        waveform = waveform.float()
+        target = self.num_latents(waveform.shape[-1]) * self.hop_length
+        waveform = torch.nn.functional.pad(waveform, (0, target - waveform.shape[-1]))
+        mean, logvar = self.vae.encode(self.log_mel(waveform))  # (B, C, T)
+        return mean.transpose(1, 2), torch.exp(0.5 * logvar).transpose(1, 2)
+
+    def normalize_latents(self, raw: Tensor) -> Tensor:
+        """(z - latent_mean) / latent_std per channel, on (B, T, C)."""
+        return (raw.float() - self.latent_mean) / self.latent_std
+
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
     def decode(self, latents: Tensor) -> Tensor:
         if latents.ndim != 3 or latents.shape[-1] != self.latent_channels:
             raise ValueError(

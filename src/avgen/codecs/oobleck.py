@@ -88,6 +88,18 @@ class OobleckCodec(AudioCodec):
 
     @torch.autocast("cuda", enabled=False)
     @torch.autocast("cpu", enabled=False)
+    def encode_posterior(self, waveform: Tensor) -> tuple[Tensor, Tensor]:
+        """The VAE posterior before normalisation: (mean, std), each (B, T, C)."""
+        waveform = waveform.float()
+        x = F.pad(waveform, (0, self.num_latents(waveform.shape[-1]) * self.hop_length - waveform.shape[-1]))
+        dist = self.vae.encode(x.unsqueeze(1).expand(-1, self.audio_channels, -1)).latent_dist
+        return dist.mean.transpose(1, 2), dist.std.transpose(1, 2)
+
+    def normalize_latents(self, raw: Tensor) -> Tensor:
+        return (raw.float() - self.latent_mean) / self.latent_std
+
+    @torch.autocast("cuda", enabled=False)
+    @torch.autocast("cpu", enabled=False)
     def decode(self, latents: Tensor) -> Tensor:
         if latents.ndim != 3 or latents.shape[-1] != self.latent_channels:
             raise ValueError(

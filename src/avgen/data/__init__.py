@@ -1,5 +1,6 @@
 """Data: the batch schema, ToyWorld (the embedded default data), manifest datasets of real media,
-FoleyGenEx adverb augmentation, balanced two-dataset batches and OmniSonic's UniHAGen mixtures."""
+FoleyGenEx adverb augmentation, balanced two-dataset batches, OmniSonic's UniHAGen mixtures and
+streaming from precomputed litdata shards (``StreamingDataModule``)."""
 
 from avgen.data.augmentation import AdverbAugmentation, AppliedAugmentation, mine_adverbs
 from avgen.data.batch import AVBatch, Sample, collate, length_mask
@@ -8,6 +9,7 @@ from avgen.data.export import export_toyworld
 from avgen.data.manifest import ManifestDataModule, ManifestDataset, collate_skipping, read_manifest
 from avgen.data.media import MediaError, load_audio, load_video, write_mp4, write_video_with_audio, write_wav
 from avgen.data.mixing import BalancedBatchSampler, BalancedDataModule
+from avgen.data.streaming import StreamingDataModule
 from avgen.data.unihagen import (
     DEFAULT_SPEECH_CATEGORIES,
     DEFAULT_SPEECH_KEYWORDS,
@@ -25,7 +27,7 @@ __all__ = [
     "MediaError", "load_audio", "load_video", "write_wav", "write_mp4", "write_video_with_audio",
     "export_toyworld",
     "AdverbAugmentation", "AppliedAugmentation", "mine_adverbs",
-    "BalancedDataModule", "BalancedBatchSampler",
+    "BalancedDataModule", "BalancedBatchSampler", "StreamingDataModule",
     "UniHAGenMixer", "UniHAGenDataModule", "UNIHAGEN_SCENARIOS", "DEFAULT_SPEECH_KEYWORDS",
     "DEFAULT_SPEECH_CATEGORIES", "is_speech_like",
 ]

@@ -14,6 +14,12 @@ Shapes (B = batch):
 * ``video_semantic``   (B, F, 3, H, W) float32 in [0, 1] at the semantic frame rate (CLIP stream, 8 fps)
 * ``video_sync``       (B, F, 3, H, W) float32 in [0, 1] at the sync frame rate (Synchformer stream, 25 fps)
 * ``semantic_features`` (B, F, D) / ``sync_features`` (B, T_sync, D): precomputed visual features
+* ``posterior_mean`` / ``posterior_std`` (B, T, C): the codec's *raw* (unnormalised) posterior,
+  precomputed by ``avgen precompute``; the model samples x1 from it and normalises it with the codec's
+  statistics (MMAudio re-samples the VAE posterior every step); ``latent_lengths`` (B,) valid frames
+* ``caption_features`` / ``offscreen_caption_features`` (B, L, D) with ``caption_mask`` /
+  ``offscreen_caption_mask`` (B, L) bool (None: the encoder gives no mask): a paper's frozen text
+  encoder's output for the caption, precomputed; a model skips its text encoder when present
 * ``reference_audio``  (B, S_ref) waveform with ``reference_audio_lengths`` (B,)
 * ``target_video``     (B, F, 3, H, W) float32 in [0, 1]: the video to *generate* (Harmony), at the
   model's ``video_fps`` / ``video_size``; ``target_video_lengths`` (B,) valid frames; ``video_fps``
@@ -65,6 +71,14 @@ class Sample:
     semantic_features: Tensor | None = None  # (F, D)
     sync_features: Tensor | None = None  # (T_sync, D)
     reference_audio: Tensor | None = None  # (S_ref,)
+    # Precomputed by ``avgen precompute`` (shards): raw codec posterior and frozen text features.
+    posterior_mean: Tensor | None = None  # (T, C)
+    posterior_std: Tensor | None = None  # (T, C)
+    latent_length: int | None = None  # valid frames of latents / posterior (None: all of them)
+    caption_features: Tensor | None = None  # (L, D)
+    caption_mask: Tensor | None = None  # (L,) bool
+    offscreen_caption_features: Tensor | None = None  # (L, D)
+    offscreen_caption_mask: Tensor | None = None  # (L,) bool
     target_video: Tensor | None = None  # (F, 3, H, W) in [0, 1] at ``video_fps``: the video to generate
     reference_image: Tensor | None = None  # (3, H, W) in [0, 1]: the first frame of the target video
     video_fps: float | None = None  # frame rate of ``target_video``
@@ -126,6 +140,13 @@ class AVBatch:
     # Flags of the generated-video streams; None (a batch built by hand) means absent for every sample.
     has_target_video: Tensor | None = None
     has_reference_image: Tensor | None = None
+    # Precomputed features (streaming shards); see the module docstring.
+    posterior_mean: Tensor | None = None
+    posterior_std: Tensor | None = None
+    caption_features: Tensor | None = None
+    caption_mask: Tensor | None = None
+    offscreen_caption_features: Tensor | None = None
+    offscreen_caption_mask: Tensor | None = None
 
     def __post_init__(self) -> None:
         for name in ("has_target_video", "has_reference_image"):
@@ -207,6 +228,21 @@ def collate(samples: Sequence[Sample]) -> AVBatch:
                         lengths[i] = min(int(s.audio_length), s.audio.shape[0])
             kwargs[name] = stacked
             kwargs[{"audio": "audio_lengths", "latents": "latent_lengths"}.get(name, f"{name}_lengths")] = lengths
+    if "audio" not in kwargs and any(s.audio_length is not None for s in samples):
+        # precomputed clips (no waveform) keep their real length: AudioGen-Omni's timing reads it
+        kwargs["audio_lengths"] = torch.tensor([int(s.audio_length or 0) for s in samples], dtype=torch.long)
+    posterior = [s.posterior_mean for s in samples]
+    if any(v is not None for v in posterior):
+        kwargs["posterior_mean"], kwargs["latent_lengths"] = _pad_stack(posterior, what="posterior_mean", ids=ids)
+        kwargs["posterior_std"], _ = _pad_stack([s.posterior_std for s in samples], what="posterior_std", ids=ids)
+    if "latent_lengths" in kwargs:  # a latent computed from a padded clip keeps its real length
+        for i, s in enumerate(samples):
+            if s.latent_length is not None:
+                kwargs["latent_lengths"][i] = min(int(s.latent_length), int(kwargs["latent_lengths"][i]))
+    for name in ("caption_features", "offscreen_caption_features", "caption_mask", "offscreen_caption_mask"):
+        values = [getattr(s, name) for s in samples]
+        if any(v is not None for v in values):
+            kwargs[name], _ = _pad_stack(values, what=name, ids=ids)
     for name in ("video_semantic", "video_sync", "semantic_features", "sync_features"):
         values = [getattr(s, name) for s in samples]
         if any(v is not None for v in values):
@@ -226,7 +262,8 @@ def collate(samples: Sequence[Sample]) -> AVBatch:
         kwargs["reference_image"] = kwargs["reference_image"][:, 0]
     kwargs["has_target_video"] = flags(target)
     kwargs["has_reference_image"] = flags(images)
-    kwargs["has_audio"] = flags([s.audio if s.audio is not None else s.latents for s in samples])
+    kwargs["has_audio"] = flags([next((x for x in (s.audio, s.latents, s.posterior_mean) if x is not None), None)
+                                 for s in samples])
     kwargs["has_video"] = torch.tensor([s.has_video for s in samples], dtype=torch.bool)
     kwargs["has_reference_audio"] = flags([s.reference_audio for s in samples])
     for name in TEXT_FIELDS:

@@ -223,6 +223,36 @@ class FlowMatchingModule(L.LightningModule):
         """
         return None
 
+    def precompute_features(self, batch: AVBatch) -> dict[str, Tensor]:
+        """What the frozen condition encoders give for ``batch``, keyed by :class:`~avgen.data.batch.Sample`
+        field (``avgen precompute`` stores it in shards; :meth:`encode_conditions` then skips the encoder).
+
+        Only features computed from what the batch carries (no placeholders); every tensor is (B, ...).
+        The codec posterior is added by the caller. Default: nothing (every encoder runs online).
+        """
+        return {}
+
+    def precomputed(self, batch: AVBatch, name: str, width: int) -> Tensor | None:
+        """``batch.<name>`` (precomputed features, last dim ``width``) on the model's device, or None."""
+        value = getattr(batch, name, None)
+        if value is None:
+            return None
+        if value.shape[-1] != width:
+            raise ValueError(
+                f"batch {batch.ids[:4]}: precomputed {name} are {value.shape[-1]}-d but this model's encoder gives "
+                f"{width}-d; the shards were made with another config: rerun `avgen precompute` with this config"
+            )
+        return value.to(self.device)
+
+    def clip_seconds(self, batch: AVBatch) -> float:
+        """Seconds of the batch's clips: from its audio, else its (precomputed) latents, else ``duration``."""
+        if batch.audio is not None:
+            return batch.audio.shape[1] / batch.sample_rate
+        latents = batch.latents if batch.latents is not None else batch.posterior_mean
+        if latents is not None:
+            return latents.shape[1] * self.codec.hop_length / batch.sample_rate
+        return self.duration
+
     # ------------------------------------------------------------------ helpers
     @property
     def inference_network(self) -> nn.Module:
@@ -267,6 +297,10 @@ class FlowMatchingModule(L.LightningModule):
         self._check_sample_rate(batch)
         if batch.latents is not None:
             latents, lengths = batch.latents, batch.latent_lengths
+        elif batch.posterior_mean is not None:  # precomputed shards: draw x1 from the stored posterior
+            with torch.autocast(device_type=batch.posterior_mean.device.type, enabled=False):
+                latents = self.codec.latents_from_posterior(batch.posterior_mean.float(), batch.posterior_std.float())
+            lengths = batch.latent_lengths
         elif batch.audio is not None:
             latents = self._encode_audio(batch.audio)
             lengths = self.codec.latent_lengths(batch.audio_lengths).clamp(max=latents.shape[1])
@@ -283,7 +317,9 @@ class FlowMatchingModule(L.LightningModule):
             )
         # A sample without target audio contributes no frames to the loss.
         lengths = torch.where(batch.has_audio.to(lengths.device), lengths, torch.zeros_like(lengths))
-        return latents, length_mask(lengths, latents.shape[1])
+        # Contiguous: randn_like(x1) follows x1's memory layout, and a codec's transposed view would make
+        # the noise depend on where the latents came from (waveform now or precomputed shards).
+        return latents.contiguous(), length_mask(lengths, latents.shape[1])
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: AVBatch, batch_idx: int) -> Tensor:

@@ -203,7 +203,7 @@ class AudioGenOmni(FlowMatchingModule):
         if batch.seconds_total is not None:
             total = batch.seconds_total.float().cpu()
             seconds = torch.where(total > 0, total, seconds)
-        if batch.audio is not None:
+        if batch.audio_lengths is not None:  # the waveform's, or a precomputed clip's stored length
             from_audio = batch.audio_lengths.float().cpu() / batch.sample_rate
             seconds = torch.where(batch.has_audio.cpu(), from_audio, seconds)
         return seconds
@@ -251,11 +251,15 @@ class AudioGenOmni(FlowMatchingModule):
             raise RuntimeError("AudioGenOmni was built on the meta device (no tokenizer); rebuild it on a real device")
         seconds = self._clip_seconds(batch)
         num_samples = torch.round(seconds * self.codec.sample_rate).long()
-        if batch.audio is not None:
+        if batch.audio_lengths is not None:
             num_samples = torch.where(batch.has_audio.cpu(), batch.audio_lengths.cpu(), num_samples)
         latent_lengths = self.codec.latent_lengths(num_samples)
         semantic, semantic_mask, sync, sync_lengths = self._video_features(batch, seconds)
-        caption, caption_mask = self.text_encoder(list(batch.caption))
+        caption = self.precomputed(batch, "caption_features", self.text_encoder.output_dim)
+        if caption is None:
+            caption, caption_mask = self.text_encoder(list(batch.caption))
+        else:
+            caption_mask = batch.caption_mask.to(caption.device)
         texts, lyrics_present = self._lyrics_texts(batch)
         ids = self.tokenizer.batch(texts, latent_lengths, langs=self._langs(batch), names=list(batch.ids),
                                    present=lyrics_present)
@@ -278,6 +282,16 @@ class AudioGenOmni(FlowMatchingModule):
             seconds_start=start.float().to(device),
             seconds_total=total.float().to(device),
         )
+
+    def precompute_features(self, batch: AVBatch) -> dict[str, Tensor]:
+        """CLIP frames, Synchformer and T5 caption states (with mask), for ``avgen precompute``."""
+        features: dict[str, Tensor] = {}
+        features["caption_features"], features["caption_mask"] = self.text_encoder(list(batch.caption))
+        if batch.video_semantic is not None:
+            features["semantic_features"] = self.vision_encoder(batch.video_semantic)
+        if batch.video_sync is not None:
+            features["sync_features"] = self.sync_encoder(batch.video_sync)
+        return features
 
     def make_conditions(
         self,

@@ -192,9 +192,7 @@ class FoleyGenEx(FoleyGenExTasks, FlowMatchingModule):
 
     # ------------------------------------------------------------------ conditions
     def _clip_seconds(self, batch: AVBatch) -> float:
-        if batch.audio is not None:
-            return batch.audio.shape[1] / batch.sample_rate
-        return self.duration
+        return self.clip_seconds(batch)
 
     def _video_features(self, batch: AVBatch) -> tuple[Tensor, Tensor]:
         """(semantic (B, F, Ds), sync (B, Ts, Dy)): precomputed, encoded, or null placeholders."""
@@ -225,7 +223,9 @@ class FoleyGenEx(FoleyGenExTasks, FlowMatchingModule):
 
     def encode_conditions(self, batch: AVBatch) -> FoleyGenExEncoded:
         semantic, sync = self._video_features(batch)
-        text = self.text_encoder(list(batch.caption))  # frozen encoders run under no_grad themselves
+        text = self.precomputed(batch, "caption_features", self.text_encoder.output_dim)
+        if text is None:
+            text = self.text_encoder(list(batch.caption))  # frozen encoders run under no_grad themselves
         return FoleyGenExEncoded(
             semantic_features=semantic,
             sync_features=sync,
@@ -233,6 +233,15 @@ class FoleyGenEx(FoleyGenExTasks, FlowMatchingModule):
             video_present=batch.has_video.to(semantic.device),
             text_present=batch.has_caption.to(semantic.device),
         )
+
+    def precompute_features(self, batch: AVBatch) -> dict[str, Tensor]:
+        """CLIP frames, Synchformer and CLIP-text caption features, for ``avgen precompute``."""
+        features = {"caption_features": self.text_encoder(list(batch.caption))}
+        if batch.video_semantic is not None:
+            features["semantic_features"] = self.vision_encoder(batch.video_semantic)
+        if batch.video_sync is not None:
+            features["sync_features"] = self.sync_encoder(batch.video_sync)
+        return features
 
     def make_conditions(
         self,

@@ -197,9 +197,25 @@ class OmniSonic(FlowMatchingModule):
             return self.vision_encoder(batch.video_semantic)
         if bool(batch.has_video.any()):
             raise ValueError(f"batch {batch.ids[:4]} flags video as present but carries no frames or features")
-        seconds = batch.audio.shape[1] / batch.sample_rate if batch.audio is not None else self.duration
+        seconds = self.clip_seconds(batch)
         frames = max(1, round(seconds * self.semantic_fps))
         return torch.zeros(len(batch), frames, self.vision_encoder.output_dim, device=self.device)
+
+    def _caption_states(self, batch: AVBatch, name: str) -> tuple[Tensor, Tensor]:
+        """FLAN-T5 (states, mask) of a caption field: precomputed in the batch, else encoded now."""
+        states = self.precomputed(batch, f"{name}_features", self.env_text_encoder.output_dim)
+        if states is None:
+            return self.env_text_encoder(list(getattr(batch, name)))
+        return states, getattr(batch, f"{name}_mask").to(states.device)
+
+    def precompute_features(self, batch: AVBatch) -> dict[str, Tensor]:
+        """FLAN-T5 states of both environmental captions and CLIP frames (SpeechT5 + Durator train: not stored)."""
+        features: dict[str, Tensor] = {}
+        for name in ("caption", "offscreen_caption"):
+            features[f"{name}_features"], features[f"{name}_mask"] = self.env_text_encoder(list(getattr(batch, name)))
+        if batch.video_semantic is not None:
+            features["semantic_features"] = self.vision_encoder(batch.video_semantic)
+        return features
 
     def encode_conditions(self, batch: AVBatch) -> OmniSonicEncoded:
         """Encode the four conditions once per batch and decide which count as present.
@@ -217,8 +233,8 @@ class OmniSonic(FlowMatchingModule):
         """
         visual = self._visual(batch)
         device = visual.device
-        onscreen = self.env_text_encoder(list(batch.caption))
-        offscreen = self.env_text_encoder(list(batch.offscreen_caption))
+        onscreen = self._caption_states(batch, "caption")
+        offscreen = self._caption_states(batch, "offscreen_caption")
         speech = self.speech_encoder(list(batch.transcript))  # trainable: gradients flow in training
         nonempty_onscreen = batch.has_caption.to(device)
         if self.empty_caption == "encode":
