@@ -144,8 +144,6 @@ class UnavailableBackend:
 UNAVAILABLE: dict[str, UnavailableBackend] = {
     "passt": UnavailableBackend("PaSST (hear21passt, 32 kHz, 768-d + 527 logits)", ("fd_passt", "kl_passt"), "hear21passt",
                                 "none in this version (needs an avgen loader for the hear21passt weights)"),
-    "panns": UnavailableBackend("PANNs Cnn14 (16 kHz, 2048-d + 527 logits)", ("fd_panns", "kl_panns", "is_panns"), "panns_inference",
-                                "none in this version (needs an avgen loader for Cnn14_16k_mAP=0.438.pth)"),
     "vggish": UnavailableBackend("VGGish (16 kHz, 128-d per 0.96 s)", ("fd_vggish", "fad"), None,
                                  "none in this version (needs an avgen VGGish loader)"),
     "whisper": UnavailableBackend("Whisper ASR (transformers)", ("wer", "cer"), None,
@@ -162,16 +160,24 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
 
 
 def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
-    """A back-end by name (``melstats``, ``clap`` with ``path``); unavailable ones raise :class:`BackendUnavailable`."""
+    """A back-end by name (``melstats``; ``clap``, ``panns``, ``whisper`` with ``path``); unavailable ones raise
+    :class:`BackendUnavailable`."""
     if name == "melstats":
         return MelStatsBackend()
     if name == "clap":
         if not path:
             raise BackendUnavailable("clap", "no CLAP weights given", "--clap <ClapModel directory or hub name>")
         return ClapBackend(path)
+    if name == "panns":
+        from avgen.eval.panns import PannsBackend
+
+        if not path:
+            raise BackendUnavailable("panns", "no PANNs Cnn14 weights given",
+                                     "--panns <path of Cnn14_16k_mAP=0.438.pth from zenodo.org/record/3987831>")
+        return PannsBackend(path)
     if name in UNAVAILABLE:
         entry = UNAVAILABLE[name]
         missing = entry.package is not None and importlib.util.find_spec(entry.package) is None
         reason = f"{entry.description}: " + (f"package {entry.package!r} not installed, and " if missing else "") + "avgen has no loader for it"
         raise BackendUnavailable(name, reason, entry.fix)
-    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap or one of {sorted(UNAVAILABLE)}")
+    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, whisper or one of {sorted(UNAVAILABLE)}")
