@@ -137,3 +137,59 @@ def test_panns_backend_refuses_missing_foreign_and_wrong_files(tmp_path):
     torch.save({"model": state}, tmp_path / "cut.pth")
     with pytest.raises(BackendUnavailable, match="cut.pth does not match"):
         get_backend("panns", str(tmp_path / "cut.pth"))
+
+
+DATA = """\
+data:
+  class_path: avgen.data.ToyWorldDataModule
+  init_args: {batch_size: 3, num_workers: 0, seed: 4, predict_size: 3, duration: 1.0, sample_rate: 16000,
+              semantic_fps: 8.0, sync_fps: 25.0, semantic_size: 32, sync_size: 32, scenarios: [vta]}
+"""
+
+
+def test_evaluate_scores_fd_kl_and_is_with_a_local_cnn14(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from avgen.cli.compare import build_datamodule, evaluate
+    from avgen.cli.generate import safe_name
+    from avgen.eval.panns import PannsBackend
+
+    _tiny_cnn14(tmp_path / "cnn14.pth")
+    config = tmp_path / "data.yaml"
+    config.write_text(DATA)
+    dm = build_datamodule(str(config))
+    dm.setup("predict")
+    truth = {}
+    for batch in dm.predict_dataloader():
+        for i, sample_id in enumerate(batch.ids):
+            truth[safe_name(sample_id)] = batch.audio[i, : int(batch.audio_lengths[i])].numpy()
+    ids = sorted(truth)
+    generated = tmp_path / "gen"
+    generated.mkdir()
+    rng = np.random.default_rng(3)
+    fake = {i: (0.5 * truth[i] + 0.05 * rng.normal(size=truth[i].size)).astype(np.float32) for i in ids}
+    for i in ids:
+        sf.write(str(generated / f"{i}.wav"), fake[i], 16000, subtype="FLOAT")
+    args = ["--generated", str(generated), "--reference", str(config), "--panns", str(tmp_path / "cnn14.pth"),
+            "--metrics", "fd_panns", "kl_panns", "is_panns"]
+    row = evaluate(args)["row"]
+    backend = get_backend("panns", str(tmp_path / "cnn14.pth"))
+    gen_logits = backend.logits([torch.from_numpy(fake[i]) for i in ids], 16000).double().numpy()
+    ref_logits = backend.logits([torch.from_numpy(truth[i]) for i in ids], 16000).double().numpy()
+
+    def log_softmax(x):
+        return x - x.max(-1, keepdims=True) - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True))
+
+    lp, lq = log_softmax(ref_logits), log_softmax(gen_logits)
+    assert row["kl_panns"] == pytest.approx(float((np.exp(lp) * (lp - lq)).sum(-1).mean()), rel=1e-4)
+    # IS with 3 splits of one clip each: exp(KL(p || p)) = 1 per split
+    assert row["is_panns"] == pytest.approx(1.0, abs=1e-6)
+    gen_emb = backend.embed([torch.from_numpy(fake[i]) for i in ids], 16000).double().numpy()
+    ref_emb = backend.embed([torch.from_numpy(truth[i]) for i in ids], 16000).double().numpy()
+    from avgen.eval import frechet_distance
+
+    expected_fd = frechet_distance(gen_emb.mean(0), np.cov(gen_emb, rowvar=False), ref_emb.mean(0), np.cov(ref_emb, rowvar=False))
+    assert row["fd_panns"] == pytest.approx(expected_fd, rel=1e-3) and row["fd_panns"] > 0
+    # embeddings and logits are cached: a rerun does not run the network
+    monkeypatch.setattr(PannsBackend, "_forward", lambda *a, **k: pytest.fail("embedded again"))
+    assert evaluate(args)["row"]["kl_panns"] == row["kl_panns"]
