@@ -147,6 +147,7 @@ data:
 """
 
 
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 3 clips in 16 dims: singular covariances
 def test_evaluate_scores_fd_kl_and_is_with_a_local_cnn14(tmp_path, monkeypatch):
     import soundfile as sf
 

@@ -10,6 +10,7 @@ from avgen.eval.panns import Cnn14, PannsBackend
 from avgen.eval.onset_sync import OnsetSync, onset_average_precision, onset_sync_scores
 from avgen.eval.oracle import classify_event, detect_onsets, event_class_accuracy, onset_offset
 from avgen.eval.text import CharErrorRate, WordErrorRate, edit_distance, normalize_text
+from avgen.eval.video import ClipImageTextBackend, ReferenceIdentitySimilarity, VideoTextSimilarity
 from avgen.eval.whisper import WhisperBackend
 
 __all__ = [
@@ -17,6 +18,7 @@ __all__ = [
     "frechet_distance", "GaussianStats", "FrechetDistance", "PairedKL", "InceptionScore",
     "normalize_text", "english_normalize", "edit_distance", "WordErrorRate", "CharErrorRate",
     "DeSync", "crop_starts", "offset_classes", "predicted_offsets",
+    "ClipImageTextBackend", "VideoTextSimilarity", "ReferenceIdentitySimilarity",
     "OnsetSync", "onset_sync_scores", "onset_average_precision",
     "BackendUnavailable", "EmbeddingBackend", "MelStatsBackend", "ClapBackend", "PannsBackend", "Cnn14", "WhisperBackend",
     "UNAVAILABLE", "get_backend",

