@@ -18,6 +18,7 @@ def test_synchformer_grid_and_crops_follow_the_protocol():
         crop_starts(119)
 
 
+@pytest.mark.filterwarnings("ignore:The ``compute`` method:UserWarning")
 def test_desync_matches_numpy_and_accumulates():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(9, 21))
