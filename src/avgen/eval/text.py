@@ -4,6 +4,8 @@
 an apostrophe inside a word or white space becomes a space, white space collapses. This is a
 subset of Whisper's ``BasicTextNormalizer`` (no number spelling or British/American mapping, which
 Whisper's English normaliser adds); both the reference and the hypothesis go through it.
+``normalizer="english"`` uses :func:`avgen.eval.english.english_normalize` instead (Whisper's
+English normaliser rules: contractions, fillers, spelled-out numbers; what ``avgen compare`` uses).
 WER = sum of word-level Levenshtein distances / sum of reference words (corpus level, as jiwer and
 F5-TTS's evaluation report it); CER the same on characters of the normalised text (spaces kept).
 """
@@ -46,13 +48,21 @@ class ErrorRate(Metric):
     full_state_update = False
     unit = "word"
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, normalizer: str = "basic", **kwargs) -> None:
         super().__init__(**kwargs)
+        if normalizer not in ("basic", "english"):
+            raise ValueError(f"normalizer must be 'basic' or 'english', got {normalizer!r}")
+        self.normalizer = normalizer
         self.add_state("errors", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
 
     def tokens(self, text: str) -> list[str]:
-        normalised = normalize_text(text)
+        if self.normalizer == "english":
+            from avgen.eval.english import english_normalize
+
+            normalised = english_normalize(text)
+        else:
+            normalised = normalize_text(text)
         return normalised.split() if self.unit == "word" else list(normalised)
 
     def update(self, hypotheses: Sequence[str], references: Sequence[str]) -> None:
