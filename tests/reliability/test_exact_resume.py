@@ -130,18 +130,20 @@ def test_kill_9_and_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path)
     killed_root, marker = tmp_path / "killed", tmp_path / "stalled"
     stall = (f'--trainer.callbacks+={{"class_path": "stall.StallAfterStep", '
              f'"init_args": {{"step": {KILL_AT}, "marker": "{marker}"}}}}')
+    path = [str(HERE.parents[1] / "src"), str(HERE), os.environ.get("PYTHONPATH")]  # src, stall.py
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore",
-           "PYTHONPATH": os.pathsep.join([str(HERE.parents[1] / "src"), str(HERE), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join(filter(None, path))}
     script = Path(sys.executable).with_name("avgen")
     command = [str(script)] if script.exists() else [sys.executable, "-m", "avgen.cli"]
+    log = (tmp_path / "killed.log").open("w")  # a file, not a pipe: a full pipe would block the run
     killed = subprocess.Popen([*command, *fit_args(config, killed_root, stall)], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=log, stderr=subprocess.STDOUT)
     try:
         # Meanwhile, the uninterrupted run, in this process.
         main(fit_args(config, tmp_path / "uninterrupted"))
         deadline = time.monotonic() + 120
         while not marker.exists():
-            assert killed.poll() is None, f"the run to kill ended early:\n{killed.stderr.read()[-3000:]}"
+            assert killed.poll() is None, f"the run ended early:\n{(tmp_path / 'killed.log').read_text()[-3000:]}"
             assert time.monotonic() < deadline, "the run to kill never reached its stall point"
             time.sleep(0.05)
         killed.send_signal(signal.SIGKILL)
@@ -149,6 +151,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path)
     finally:
         if killed.poll() is None:
             killed.kill()
+        log.close()
     assert killed.returncode == -signal.SIGKILL
     interrupted = last_checkpoint(killed_root)
     assert training_state(interrupted)["global_step"] == KILL_AT
@@ -160,5 +163,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path)
     assert resumed.keys() == expected.keys()
     assert int(resumed["global_step"]) == STEPS
     different = [k for k in expected if not torch.equal(resumed[k], expected[k])]
-    assert not different, (f"{len(different)} of {len(expected)} tensors differ after the resume, e.g. "
-                           f"{different[:3]} (max |dw| {max((resumed[k].float() - expected[k].float()).abs().max() for k in different):.2e})")
+    if different:
+        worst = max((resumed[k].float() - expected[k].float()).abs().max() for k in different)
+        raise AssertionError(f"{len(different)} of {len(expected)} tensors differ after the resume, e.g. "
+                             f"{different[:3]} (max |dw| {worst:.2e})")

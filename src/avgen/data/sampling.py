@@ -35,10 +35,11 @@ import logging
 from typing import Any, Iterator, Protocol
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
+
+from avgen.seeding import mixed_seed
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,8 @@ __all__ = ["EpochSampler", "ResumableDataLoader", "epoch_seed", "train_loader"]
 
 
 def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A well-mixed 63-bit seed of (seed, epoch, stream) (numpy's SeedSequence), for torch generators."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(stream)]).generate_state(2, np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
+    """A well-mixed seed of (seed, epoch, stream), for torch generators."""
+    return mixed_seed(seed, epoch, stream)
 
 
 class SkipsBatches(Protocol):
@@ -97,7 +97,7 @@ class ResumableDataLoader(DataLoader):
     """A training DataLoader whose place in the epoch is saved in checkpoints and restored on resume.
 
     Takes every :class:`~torch.utils.data.DataLoader` argument. Its sampler (``sampler=``, batched by
-    ``batch_size``) or batch sampler (``batch_sampler=``) must be resumable (:class:`EpochSampler`,
+    ``batch_size``) or batch sampler (``batch_sampler=``) should be resumable (:class:`EpochSampler`,
     :class:`~avgen.data.mixing.BalancedBatchSampler`: ``epoch``, ``set_epoch`` and ``skip_next``).
     ``seed`` re-seeds the loader's generator at every pass from (seed, epoch), which gives worker
     processes their base seeds.
@@ -114,24 +114,26 @@ class ResumableDataLoader(DataLoader):
         self.seed = int(seed)
         self._position = 0  # batches handed out in the current pass (skipped ones included)
         self._resume_at = 0  # batches to skip at the start of the next pass (set by load_state_dict)
-        resumable = self._resumable()
-        if not all(callable(getattr(resumable, name, None)) for name in ("set_epoch", "skip_next")):
-            raise TypeError(f"ResumableDataLoader needs a sampler with set_epoch() and skip_next() (e.g. "
-                            f"avgen.data.sampling.EpochSampler), got {type(resumable).__name__}")
 
-    def _resumable(self) -> SkipsBatches:
+    def _ordering(self) -> SkipsBatches:
         """The object that orders the epoch: a custom batch sampler, else the index sampler."""
         if self.batch_sampler is not None and type(self.batch_sampler) is not BatchSampler:
             return self.batch_sampler  # type: ignore[return-value]
         return self.sampler  # type: ignore[return-value]
 
+    def resumable(self) -> bool:
+        """Whether the sampler can skip ahead (Lightning may rebuild a loader with its own sampler, e.g. for
+        ``overfit_batches``; such a loader restarts its epoch on resume, with a warning)."""
+        sampler = self._ordering()
+        return all(callable(getattr(sampler, name, None)) for name in ("set_epoch", "skip_next"))
+
     @property
     def epoch(self) -> int:
-        return int(self._resumable().epoch)
+        return int(getattr(self._ordering(), "epoch", 0))
 
     def __iter__(self) -> Iterator[Any]:
         start, self._resume_at = self._resume_at, 0
-        resumable = self._resumable()
+        resumable = self._ordering()
         if start:
             batched = resumable is self.sampler and self.batch_size is not None
             resumable.skip_next(start * self.batch_size if batched else start)
@@ -155,7 +157,11 @@ class ResumableDataLoader(DataLoader):
             batches = 0
         if batches >= len(self):  # the epoch was finished: the next one starts from its beginning
             epoch, batches = epoch + 1, 0
-        self._resumable().set_epoch(epoch)
+        if not self.resumable():
+            log.warning("the training sampler %s cannot skip ahead: resuming at the start of the epoch, so this "
+                        "resume is not exact", type(self._ordering()).__name__)
+            return
+        self._ordering().set_epoch(epoch)
         self._resume_at = batches
 
 

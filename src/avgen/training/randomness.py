@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import torch
+
+from avgen.seeding import mixed_seed
 
 __all__ = ["StepRandomness", "step_seed"]
 
@@ -32,10 +33,8 @@ MODULE_STREAM, GLOBAL_STREAM = 0, 1
 
 
 def step_seed(seed: int, global_step: int, batch_idx: int, rank: int, stream: int = MODULE_STREAM) -> int:
-    """A well-mixed 63-bit seed of the step's key (numpy's SeedSequence hashes it)."""
-    key = [int(seed) & 0xFFFFFFFF, int(global_step), int(batch_idx), int(rank), int(stream)]
-    high, low = np.random.SeedSequence(key).generate_state(2, np.uint32)
-    return (int(high) << 31) ^ int(low)
+    """A well-mixed seed of the step's key."""
+    return mixed_seed(seed, global_step, batch_idx, rank, stream)
 
 
 def run_seed() -> int:
