@@ -93,17 +93,18 @@ def test_training_loss_is_masked_mse_against_x1_minus_x0():
     model = tiny_model(video_dropout=0.0, text_dropout=0.0)
     perturb(model.network)
     batch = synthetic_batch()
-    torch.manual_seed(5)
+    model.randomness.start_step(global_step=5, batch_idx=5)
     loss = model.training_step(batch, 0)
 
-    torch.manual_seed(5)
+    model.randomness.start_step(global_step=5, batch_idx=5)  # the same step: the same draws, in step order
     x1 = model.codec.encode(batch.audio)
     lengths = model.codec.latent_lengths(batch.audio_lengths)
     mask = torch.arange(x1.shape[1])[None] < lengths[:, None]
     encoded = model.encode_conditions(batch)
     conditions = model.make_conditions(model.network, encoded, batch, latent_length=x1.shape[1], branch="train")
-    x0 = torch.randn_like(x1)
-    t = model.time_sampler(x1.shape[0])
+    generator = model.training_generator()
+    x0 = torch.randn(x1.shape, generator=generator)
+    t = model.time_sampler(x1.shape[0], generator=generator)
     x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
     v = model.network.predict_velocity(x_t, t, conditions, latent_mask=mask)
     per_frame = ((v - (x1 - x0)) ** 2).mean(-1)

@@ -52,7 +52,7 @@ class ToyPaper(FlowMatchingModule):
                         latent_length: int, branch: str, options: SamplingOptions | None = None) -> Any:
         present = encoded["present"]
         if branch == "train":
-            present = present & (torch.rand(present.shape, device=present.device) >= self.video_dropout)
+            present = present & (self.training_rand(present) >= self.video_dropout)
         elif branch == "unconditional":
             present = torch.zeros_like(present)
         return network.preprocess_conditions(encoded["colour"], video_present=present)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from avgen.data.batch import TEXT_FIELDS, AVBatch, Sample, collate
 from avgen.data.report import EVENT_KEY, add_event
+from avgen.data.sampling import train_loader
 from avgen.data.spec import MediaSpec
 from avgen.data.media import MediaError, audio_info, load_audio, load_video, video_info
 from avgen.data.toyworld import SCENARIOS
@@ -469,7 +470,8 @@ class ManifestDataModule(L.LightningDataModule):
     predict split when it differs from ``duration`` (``avgen generate --total_duration``).
     ``video_fps`` / ``video_size`` (side or [height, width]): decode each row's video once more as the
     *target* video (Harmony) at this rate and size; ``reference_image``: its first frame. Off when
-    ``video_fps`` is None.
+    ``video_fps`` is None. ``seed``: the training order, a pure function of (seed, epoch) that a resumed
+    run continues mid-epoch (:mod:`avgen.data.sampling`).
     """
 
     def __init__(
@@ -499,6 +501,7 @@ class ManifestDataModule(L.LightningDataModule):
         video_fps: Optional[float] = None,
         video_size: Union[int, tuple[int, int]] = 32,
         reference_image: bool = True,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if on_error not in ON_ERROR:
@@ -508,7 +511,7 @@ class ManifestDataModule(L.LightningDataModule):
         self._predict_duration = predict_duration
         self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest,
                           "predict": predict_manifest}
-        self.batch_size, self.num_workers, self.shuffle = batch_size, num_workers, shuffle
+        self.batch_size, self.num_workers, self.shuffle, self.seed = batch_size, num_workers, shuffle, int(seed)
         self.sample_rate, self.duration = int(sample_rate), float(duration)
         self.video_fps = None if video_fps is None else float(video_fps)
         self.video_size = video_size
@@ -559,14 +562,11 @@ class ManifestDataModule(L.LightningDataModule):
                 self.dataset(split)
 
     def _loader(self, split: str) -> DataLoader:
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=self.shuffle and split == "train",
-            num_workers=self.num_workers,
-            collate_fn=collate_skipping,
-            persistent_workers=self.num_workers > 0,
-        )
+        options = dict(num_workers=self.num_workers, collate_fn=collate_skipping, persistent_workers=self.num_workers > 0)
+        if split == "train":  # ordered by (seed, epoch), resumable mid-epoch (avgen.data.sampling)
+            return train_loader(self, self.dataset(split), batch_size=self.batch_size, seed=self.seed,
+                                shuffle=self.shuffle, **options)
+        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=False, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -16,7 +16,9 @@ another BalancedDataModule) and is configurable from YAML by class_path nesting:
 
 Validation/test/predict come from ``first`` (or ``second``, or both concatenated: ``eval_from``).
 Under DDP each rank takes every ``world_size``-th batch itself, so the Trainer must not inject its
-own sampler (``use_distributed_sampler: false``; a clear error says so otherwise).
+own sampler (``use_distributed_sampler: false``; a clear error says so otherwise). The training
+loader is a :class:`~avgen.data.sampling.ResumableDataLoader`: a resumed run continues mid-epoch at
+the first batch it has not trained on.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from avgen.data.composite import CompositeDataModule
 from avgen.data.manifest import collate_skipping
+from avgen.data.sampling import ResumableDataLoader
 
 __all__ = ["BalancedBatchSampler", "BalancedDataModule"]
 
@@ -44,7 +47,8 @@ class BalancedBatchSampler(Sampler[list[int]]):
         batch_size: indices per batch.
         ratio: share of the first dataset per batch; ``round(ratio * batch_size)`` indices from ``a``
             (FoleyGenEx: 0.5, strict 1:1). Both shares must be at least one.
-        shuffle: seeded permutations (else in order); re-drawn per epoch via :meth:`set_epoch`.
+        shuffle: seeded permutations (else in order), pure functions of (seed, epoch); the epoch is set
+            by :meth:`set_epoch`.
         seed: base seed.
         num_replicas, rank: data-parallel sharding; rank r yields batches r, r + R, r + 2R, ...
             (the epoch length is rounded down to a multiple of R so every rank gets as many).
@@ -79,10 +83,20 @@ class BalancedBatchSampler(Sampler[list[int]]):
         self.shuffle, self.seed = shuffle, int(seed)
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.epoch = 0
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Lightning calls this at every epoch start: a new pair of permutations."""
+        """A new pair of permutations (Lightning calls it at every epoch start, through :attr:`sampler`)."""
         self.epoch = int(epoch)
+
+    @property
+    def sampler(self) -> "BalancedBatchSampler":
+        """Itself: Lightning sets the epoch of a batch sampler through ``batch_sampler.sampler.set_epoch``."""
+        return self
+
+    def skip_next(self, count: int) -> None:
+        """Leave out the first ``count`` batches (of this rank) of the next pass only; used on resume."""
+        self._skip = max(int(count), 0)
 
     def _total_batches(self) -> int:
         total = max(math.ceil(n / k) for n, k in zip(self.sizes, self.shares))
@@ -99,13 +113,18 @@ class BalancedBatchSampler(Sampler[list[int]]):
             yield from order.tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
+        # Both permutations are pure functions of (seed, epoch), so a resumed run draws the same ones.
         generators = [torch.Generator().manual_seed(self.seed * 1_000_003 + 2 * self.epoch + i) for i in (0, 1)]
         streams = [self._stream(i, g) for i, g in enumerate(generators)]
         offset = self.sizes[0]
+        skip, self._skip = self._skip, 0
         for b in range(self._total_batches()):
             first = [next(streams[0]) for _ in range(self.shares[0])]
             second = [offset + next(streams[1]) for _ in range(self.shares[1])]
             if b % self.num_replicas == self.rank:
+                if skip:  # already trained on before the resume: drawn (the streams stay aligned), not yielded
+                    skip -= 1
+                    continue
                 yield first + second
 
 
@@ -186,8 +205,8 @@ class BalancedDataModule(CompositeDataModule):
         sizes = [len(d) for d in dataset.datasets]
         sampler = BalancedBatchSampler(sizes, self.batch_size, self.ratio, shuffle=True, seed=self.seed,
                                        num_replicas=replicas, rank=rank)
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate_skipping,
-                          persistent_workers=self.num_workers > 0)
+        return ResumableDataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers, seed=self.seed,
+                                   collate_fn=collate_skipping, persistent_workers=self.num_workers > 0)
 
     def _eval_loader(self, split: str) -> DataLoader | list:
         sources = {"first": [self.first], "second": [self.second], "both": [self.first, self.second]}[self.eval_from]

@@ -35,6 +35,7 @@ from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 from torch.utils.data import DataLoader, Dataset
 
 from avgen.data.batch import Sample, collate
+from avgen.data.sampling import train_loader
 from avgen.data.spec import MediaSpec
 from avgen.data.speech import VOCABULARY, VOICES, resolve_backend, speak_word, sung_word
 
@@ -718,7 +719,8 @@ class ToyWorldDataset(Dataset):
 class ToyWorldDataModule(L.LightningDataModule):
     """ToyWorld as a LightningDataModule yielding :class:`~avgen.data.batch.AVBatch`.
 
-    Train shuffles (seeded); val/test/predict are deterministic and in order.
+    Train shuffles in an order that is a pure function of (seed, epoch) and resumes mid-epoch
+    (:mod:`avgen.data.sampling`); val/test/predict are deterministic and in order.
 
     ``transform``: a ``Sample -> Sample`` callable (e.g. ``avgen.data.AdverbAugmentation``) applied
     to the splits in ``transform_splits`` (default: train only). ``predict_duration``: clip length of
@@ -800,16 +802,10 @@ class ToyWorldDataModule(L.LightningDataModule):
         return ToyWorldDataset(self.world_for(split), self.sizes[split], split, transform)
 
     def _loader(self, split: str) -> DataLoader:
-        shuffle = split == "train"
-        return DataLoader(
-            self.dataset(split),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )
+        options = dict(num_workers=self.num_workers, collate_fn=collate, persistent_workers=self.num_workers > 0)
+        if split == "train":  # shuffled by (seed, epoch), resumable mid-epoch (avgen.data.sampling)
+            return train_loader(self, self.dataset(split), batch_size=self.batch_size, seed=self.seed, **options)
+        return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=False, **options)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

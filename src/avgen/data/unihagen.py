@@ -60,6 +60,7 @@ from torch.utils.data import DataLoader, Dataset
 from avgen.data.batch import Sample, collate
 from avgen.data.composite import CompositeDataModule
 from avgen.data.report import EVENT_KEY
+from avgen.data.sampling import train_loader
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +472,7 @@ class UniHAGenDataModule(CompositeDataModule):
             speech: {class_path: avgen.data.ToyWorldDataModule, init_args: {scenarios: [speech], seed: 1}}
 
     Every split mixes the matching splits of the two datamodules (val/test/predict deterministic, in
-    order; train shuffled with a seeded generator). ``stage: speech`` (stage 1) needs no environment.
+    order; train shuffled by (seed, epoch) and resumable mid-epoch, :mod:`avgen.data.sampling`). ``stage: speech`` (stage 1) needs no environment.
 
     Args:
         speech, environment: LightningDataModules whose ``<split>_dataloader().dataset`` yields Samples.
@@ -560,12 +561,10 @@ class UniHAGenDataModule(CompositeDataModule):
         dataset = self.dataset(split)
         if dataset is None:
             return []
-        shuffle = split == "train"
-        return DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, collate_fn=collate,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )
+        options = dict(num_workers=self.num_workers, collate_fn=collate, persistent_workers=self.num_workers > 0)
+        if split == "train":  # shuffled by (seed, epoch), resumable mid-epoch (avgen.data.sampling)
+            return train_loader(self, dataset, batch_size=self.batch_size, seed=self.seed, **options)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, **options)
 
     def train_dataloader(self) -> DataLoader | list:
         return self._loader("train")

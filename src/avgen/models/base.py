@@ -5,6 +5,7 @@ injected by the paper's subclass; this module holds the flow-matching recipe aro
 
 * training: x1 = codec latents, x0 ~ N(0, I), t ~ ``TimeSampler`` (MMAudio: logit-normal),
   x_t = (1 - t) x0 + t x1, loss = masked MSE against v = x1 - x0 (design §2; FoleyGenEx Eq. 2-4);
+  every draw from :meth:`training_generator`, seeded per step, so a resumed run is exact;
 * validation / test: the loss at fixed t bins with seeded noise (MMAudio logs the loss binned by
   t) and, for the first batches, generated audio, returned from the step so that callbacks
   (``avgen.training.OracleMetrics``, ``GeneratedMediaLogger``) score and log it;
@@ -48,6 +49,7 @@ from avgen.flow import (
 )
 from avgen.models.generation import GenerationInterface, GenerationRequest, SamplingOptions, resolve_options
 from avgen.training import EMANetwork, LinearWarmupLR
+from avgen.training.randomness import StepRandomness
 
 __all__ = ["FlowMatchingModule", "CheckpointMismatchError", "load_model"]
 
@@ -145,6 +147,8 @@ class FlowMatchingModule(L.LightningModule):
         self.val_seed = val_seed
         self.init_checkpoint = init_checkpoint
         self._checked_sample_rate = False
+        # Every training draw comes from generators seeded by (seed, step, batch, rank): exact resume.
+        self.randomness = StepRandomness()
         # Frozen components are dropped from every state_dict (and so from checkpoints).
         self.register_state_dict_post_hook(_drop_frozen_state)
 
@@ -165,7 +169,8 @@ class FlowMatchingModule(L.LightningModule):
     ) -> Any:
         """Network conditions for one branch.
 
-        branch: ``"train"`` (presence flags with per-sample condition dropout for CFG),
+        branch: ``"train"`` (presence flags with per-sample condition dropout for CFG, drawn from
+        :meth:`training_generator`),
         ``"conditional"`` (presence flags as they are) or ``"unconditional"`` (all null tokens).
         Subclasses with more guidance branches name their own and list them in :meth:`guidance`.
         ``options``: the sampling call's options when generating (None in training / evaluation), for
@@ -211,8 +216,8 @@ class FlowMatchingModule(L.LightningModule):
 
         Called after :meth:`encode_conditions` with the target latents x1 (B, T, C) and their valid
         frames (B, T). FoleyGenEx draws its span mask and masked conditional latent here; random
-        draws use ``generator`` when given (seeded in evaluation, so the validation loss is
-        reproducible). The default returns ``encoded`` unchanged.
+        draws use ``generator`` (the step's :meth:`training_generator` in training, a seeded one in
+        evaluation, so both are reproducible). The default returns ``encoded`` unchanged.
         """
         return encoded
 
@@ -322,13 +327,30 @@ class FlowMatchingModule(L.LightningModule):
         return latents.contiguous(), length_mask(lengths, latents.shape[1])
 
     # ------------------------------------------------------------------ training
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Seed this step's randomness from (seed, global step, batch index, rank) (avgen.training.randomness)."""
+        self.randomness.start_step(self.global_step, batch_idx, self.global_rank)
+
+    def training_generator(self, device: torch.device | str | None = None) -> torch.Generator:
+        """The generator every random draw of a training step takes (noise, t, condition dropout, masks).
+
+        Seeded at every train batch start from (seed, global step, batch index, rank), so a resumed run
+        draws what the uninterrupted run drew. Use the device of the tensor the draw is for.
+        """
+        return self.randomness.generator(device)
+
+    def training_rand(self, like: Tensor) -> Tensor:
+        """U[0, 1) draws shaped like ``like``, on its device, from :meth:`training_generator` (condition dropout)."""
+        return torch.rand(like.shape, generator=self.training_generator(like.device), device=like.device)
+
     def training_step(self, batch: AVBatch, batch_idx: int) -> Tensor:
         x1, latent_mask = self.target_latents(batch)
         batch_size, num_latents, _ = x1.shape
-        encoded = self.prepare_targets(self.encode_conditions(batch), batch, x1, latent_mask)
+        generator = self.training_generator(x1.device)
+        encoded = self.prepare_targets(self.encode_conditions(batch), batch, x1, latent_mask, generator=generator)
         conditions = self.make_conditions(self.network, encoded, batch, latent_length=num_latents, branch="train")
-        x0 = torch.randn_like(x1)
-        t = self.time_sampler(batch_size, device=x1.device)
+        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        t = self.time_sampler(batch_size, device=x1.device, generator=generator)
         x_t = interpolate(x0, x1, t)
         v, logs = self.velocity_and_logs(self.network, x_t, t, conditions, latent_mask)
         frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)

@@ -305,9 +305,9 @@ class AudioGenOmni(FlowMatchingModule):
     ) -> AudioGenOmniConditions:
         video, caption, lyrics = encoded.video_present, encoded.caption_present, encoded.lyrics_present
         if branch == "train":
-            video = video & (torch.rand(video.shape, device=video.device) >= self.video_dropout)
-            caption = caption & (torch.rand(caption.shape, device=caption.device) >= self.caption_dropout)
-            lyrics = lyrics & (torch.rand(lyrics.shape, device=lyrics.device) >= self.lyrics_dropout)
+            video = video & (self.training_rand(video) >= self.video_dropout)
+            caption = caption & (self.training_rand(caption) >= self.caption_dropout)
+            lyrics = lyrics & (self.training_rand(lyrics) >= self.lyrics_dropout)
         elif branch == "unconditional":  # timing is kept: it defines the length
             video, caption, lyrics = torch.zeros_like(video), torch.zeros_like(caption), torch.zeros_like(lyrics)
         elif branch != "conditional":

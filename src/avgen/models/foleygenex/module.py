@@ -256,8 +256,8 @@ class FoleyGenEx(FoleyGenExTasks, FlowMatchingModule):
         video, text = encoded.video_present, encoded.text_present
         if branch == "train":
             # MMAudio: independent per-sample drops; video drops CLIP and sync together.
-            video = video & (torch.rand(video.shape, device=video.device) >= self.video_dropout)
-            text = text & (torch.rand(text.shape, device=text.device) >= self.text_dropout)
+            video = video & (self.training_rand(video) >= self.video_dropout)
+            text = text & (self.training_rand(text) >= self.text_dropout)
         elif branch == "unconditional":
             video, text = torch.zeros_like(video), torch.zeros_like(text)
         elif branch != "conditional":

@@ -262,7 +262,7 @@ class OmniSonic(FlowMatchingModule):
         present = dict(encoded.present)
         if branch == "train":  # A.1: each condition dropped independently per sample
             present = {
-                name: flag & (torch.rand(flag.shape, device=flag.device) >= self.condition_dropout)
+                name: flag & (self.training_rand(flag) >= self.condition_dropout)
                 for name, flag in present.items()
             }
         elif branch == "unconditional":  # everything null, video included (not an Eq. 9 branch)
