@@ -109,9 +109,9 @@ def perturb(net: torch.nn.Module) -> None:
 
 
 def foleygenex(pkg: str, quick: bool) -> dict[str, Any]:
-    """MMAudio small_16k (hidden 448, 7 heads, 4 joint + 8 single blocks), 8 s = 250 latents, batch 2."""
+    """MMAudio small_16k width (hidden 448, 7 heads) at half depth (2 joint + 4 single), 8 s = 250 latents."""
     module = importlib.import_module(f"{pkg}.models.foleygenex.network")
-    dims = dict(hidden_dim=448, num_heads=7, num_joint_blocks=1 if quick else 4, num_single_blocks=1 if quick else 8)
+    dims = dict(hidden_dim=448, num_heads=7, num_joint_blocks=1 if quick else 2, num_single_blocks=1 if quick else 4)
     net = module.FoleyGenExNetwork(latent_channels=20, semantic_dim=1024, sync_dim=768, text_dim=1024, text_length=77,
                                    **dims)
     frames, seconds = (125, 4.0) if quick else (250, 8.0)
@@ -124,13 +124,13 @@ def foleygenex(pkg: str, quick: bool) -> dict[str, Any]:
             torch.randn(batch, 77, 1024, generator=g), video_present=flags, text_present=flags, latent_length=frames)
 
     return dict(net=net, frames=frames, channels=20, seconds=seconds, conditions=conditions,
-                shape=lambda b: (b, frames, 20), name="FoleyGenEx (MMAudio S-16k)")
+                shape=lambda b: (b, frames, 20), name="FoleyGenEx (448 / 2+4)")
 
 
 def audiogen_omni(pkg: str, quick: bool) -> dict[str, Any]:
-    """AudioGen-Omni at hidden 512 / 8 heads, 4 joint + 8 single blocks; 8 s = 345 latents at 43 Hz."""
+    """AudioGen-Omni at hidden 512 / 8 heads, 2 joint + 4 single blocks; 8 s = 345 latents at 43 Hz."""
     module = importlib.import_module(f"{pkg}.models.audiogen_omni.network")
-    dims = dict(hidden_dim=512, num_heads=8, num_joint_blocks=1 if quick else 4, num_single_blocks=1 if quick else 8)
+    dims = dict(hidden_dim=512, num_heads=8, num_joint_blocks=1 if quick else 2, num_single_blocks=1 if quick else 4)
     net = module.AudioGenOmniNetwork(latent_channels=40, semantic_dim=1280, sync_dim=768, caption_dim=768,
                                      lyrics_vocab_size=6681, lyrics_dim=256, lyrics_blocks=2, **dims)
     seconds = 4.0 if quick else 8.0
@@ -152,14 +152,14 @@ def audiogen_omni(pkg: str, quick: bool) -> dict[str, Any]:
             latent_mask=torch.ones(batch, frames, dtype=torch.bool))
 
     return dict(net=net, frames=frames, channels=40, seconds=seconds, conditions=conditions,
-                shape=lambda b: (b, frames, 40), name="AudioGen-Omni (512 / 4+8)")
+                shape=lambda b: (b, frames, 40), name="AudioGen-Omni (512 / 2+4)")
 
 
 def omnisonic(pkg: str, quick: bool) -> dict[str, Any]:
-    """OmniSonic TriAttn-DiT at hidden 384 / 6 heads / 8 blocks on AudioLDM's 8 x 200 x 16 map (8 s)."""
+    """OmniSonic TriAttn-DiT at hidden 384 / 6 heads / 4 blocks on AudioLDM's 8 x 200 x 16 map (8 s)."""
     module = importlib.import_module(f"{pkg}.models.omnisonic.network")
     net = module.OmniSonicNetwork(latent_channels=8, frequency_bins=16, env_dim=1024, speech_dim=768, visual_dim=512,
-                                  hidden_dim=384, depth=2 if quick else 8, num_heads=6)
+                                  hidden_dim=384, depth=2 if quick else 4, num_heads=6)
     seconds = 4.0 if quick else 8.0
     frames = int(25 * seconds)
     g = torch.Generator().manual_seed(1)
@@ -176,10 +176,10 @@ def omnisonic(pkg: str, quick: bool) -> dict[str, Any]:
                                          visual_present=flags, visual_to_onscreen=torch.ones(batch, dtype=torch.bool))
 
     return dict(net=net, frames=frames, channels=8, seconds=seconds, conditions=conditions,
-                shape=lambda b: (b, 8, frames, 16), name="OmniSonic (384 / 8 blocks)")
+                shape=lambda b: (b, 8, frames, 16), name="OmniSonic (384 / 4 blocks)")
 
 
-FAMILIES = {"audiogen_omni": audiogen_omni, "omnisonic": omnisonic, "foleygenex": foleygenex}
+FAMILIES = {"foleygenex": foleygenex, "audiogen_omni": audiogen_omni, "omnisonic": omnisonic}
 
 
 # ----------------------------------------------------------------------------- measurements
@@ -224,12 +224,12 @@ class Runner:
             self.optimizer.step()
 
 
-def measure(runs: dict[str, Runner], repeats: int) -> dict[str, dict[str, float]]:
+def measure(runs: dict[str, Runner], repeats: int, fp32_only: bool = False) -> dict[str, dict[str, float]]:
     """Every metric for every runner, interleaved metric by metric (same load for the numbers of a ratio)."""
     out: dict[str, dict[str, float]] = {name: {} for name in runs}
     for name, run in runs.items():
         run.net.eval()
-        out[name]["aten_fwd"] = aten_calls(run.forward) if "compiled" not in name else float("nan")
+        out[name]["aten_fwd"] = aten_calls(run.forward) if not fp32_only else float("nan")
     for metric, fn in (
         ("fwd_fp32", lambda r: r.forward()),
         ("fwd_bf16", lambda r: r.forward(True)),
@@ -237,15 +237,15 @@ def measure(runs: dict[str, Runner], repeats: int) -> dict[str, dict[str, float]
         ("step_bf16", lambda r: r.sample_step(True)),
     ):
         for name, run in runs.items():
-            if "compiled" in name and metric.endswith("bf16"):
+            if fp32_only and metric.endswith("bf16"):
                 continue
             out[name][metric] = timed(lambda: fn(run), 1, repeats, "min")
     for metric, bf16 in (("train_fp32", False), ("train_bf16", True)):
         for name, run in runs.items():
-            if "compiled" in name and bf16:
+            if fp32_only and bf16:
                 continue
             run.net.train()
-            out[name][metric] = timed(lambda: run.train_step(bf16), 1, max(3, repeats - 2), "min")
+            out[name][metric] = timed(lambda: run.train_step(bf16), 1, repeats, "min")
             run.net.eval()
     return out
 
@@ -254,12 +254,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1+1 blocks, 4-s clips, 2 repeats (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2, help="training / forward batch (sampling: 1 clip, 2 CFG branches)")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"subset of {','.join(FAMILIES)}")
     parser.add_argument("--compile", default="inductor", help="torch.compile backend for the compiled column, or none")
     parser.add_argument("--compile-families", default="foleygenex",
                         help="families whose compiled column is measured (inductor compiles take minutes on a small CPU)")
+    parser.add_argument("--profile", action="store_true",
+                        help="only the ceilings and a torch.profiler breakdown of one FoleyGenEx forward, fp32 vs bf16")
     parser.add_argument("--before", default=BEFORE_REV, help="git revision of the tree before issue 15; 'none' skips")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -270,15 +272,20 @@ def main() -> None:
     print("ceiling GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in ceiling.items()))
     peak = {"fp32": max(ceiling["matmul_fp32"], ceiling["conv1d_fp32"]),
             "bf16": max(ceiling["matmul_bf16"], ceiling["conv1d_bf16"])}
+    if args.profile:
+        profile_forward(args.quick)
+        return
     before_pkg = None if args.before == "none" else import_before(args.before)
 
     from avgen.nn.blocks import compile_blocks
 
     rows = []
+    specs = {}
     for family in args.families.split(","):
         torch.manual_seed(0)
         after = FAMILIES[family]("avgen", args.quick)
         perturb(after["net"])
+        specs[family] = after
         runs = {"after": Runner(after, old_recipe=False, batch=args.batch)}
         if before_pkg is not None:
             before = FAMILIES[family](before_pkg, args.quick)
@@ -286,68 +293,95 @@ def main() -> None:
             runs["before"] = Runner(before, old_recipe=True, batch=args.batch)
             with torch.no_grad():
                 diff = (runs["after"].forward() - runs["before"].forward()).abs().max().item()
-            print(f"{after['name']}: |after - before| forward = {diff:.2e}")
-        compile_seconds = float("nan")
-        if args.compile != "none" and family in args.compile_families.split(","):
-            compiled = dict(after, net=copy.deepcopy(after["net"]))
-            compile_blocks(compiled["net"], backend=args.compile)
-            runs["compiled"] = Runner(compiled, old_recipe=False, batch=args.batch)
-            start = time.perf_counter()
-            with torch.no_grad():
-                runs["compiled"].forward(), runs["compiled"].sample_step()
-            compiled["net"].train()
-            runs["compiled"].train_step(step=False)
-            compile_seconds = time.perf_counter() - start
-            with torch.no_grad():
-                compiled["net"].eval()
-                diff = (runs["compiled"].forward() - runs["after"].forward()).abs().max().item()
-            print(f"{after['name']}: compiled ({args.compile}) in {compile_seconds:.0f} s, |compiled - eager| = {diff:.2e}")
+            print(f"{after['name']}: |after - before| forward = {diff:.2e}", flush=True)
         result = measure(runs, repeats)
         run = runs["after"]
         run.net.train()
         train_flops = flops(lambda: run.train_step(step=False))
-        fwd_flops = flops(run.forward)
         params = sum(p.numel() for p in after["net"].parameters()) / 1e6
-        rows.append((after, params, train_flops, fwd_flops, result, compile_seconds))
+        rows.append((after, params, train_flops, result))
         print_tables(rows, peak)  # after every family: a long run that is cut short still reports
+
+    # compiled blocks last (inductor compiles take minutes on a small CPU), timed against eager in one loop
+    if args.compile != "none":
+        for family in [f for f in args.compile_families.split(",") if f in specs]:
+            after = specs[family]
+            compiled = dict(after, net=copy.deepcopy(after["net"]))
+            compile_blocks(compiled["net"], backend=args.compile)
+            runs = {"eager": Runner(after, old_recipe=False, batch=args.batch),
+                    "compiled": Runner(compiled, old_recipe=False, batch=args.batch)}
+            start = time.perf_counter()
+            runs["compiled"].forward(), runs["compiled"].sample_step()
+            compiled["net"].train()
+            runs["compiled"].train_step(step=False)
+            compiled["net"].eval()
+            seconds = time.perf_counter() - start
+            with torch.no_grad():
+                diff = (runs["compiled"].forward() - runs["eager"].forward()).abs().max().item()
+            print(f"\n{after['name']}: compiled ({args.compile}) in {seconds:.0f} s, |compiled - eager| = {diff:.2e}")
+            r = measure(runs, repeats, fp32_only=True)
+            print(f"  fp32 compiled / eager: forward {r['compiled']['fwd_fp32'] / r['eager']['fwd_fp32']:.2f}, "
+                  f"sampling step {r['compiled']['step_fp32'] / r['eager']['step_fp32']:.2f}, "
+                  f"training step {r['compiled']['train_fp32'] / r['eager']['train_fp32']:.2f} "
+                  f"(eager {1000 * r['eager']['train_fp32']:.0f} ms, compiled {1000 * r['compiled']['train_fp32']:.0f} ms)",
+                  flush=True)
+
+
+def profile_forward(quick: bool) -> None:
+    """Where a forward's time goes, fp32 vs bf16 autocast: self CPU time per aten op (top 8)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    spec = foleygenex("avgen", quick)
+    perturb(spec["net"])
+    run = Runner(spec, old_recipe=False, batch=2)
+    run.net.eval()
+    for bf16 in (False, True):
+        run.forward(bf16)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run.forward(bf16)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\n{'bf16' if bf16 else 'fp32'} forward: {total / 1e3:.0f} ms self CPU in total")
+        for e in events[:8]:
+            print(f"  {e.key:45s} {e.count:5d} calls {e.self_cpu_time_total / 1e3:8.1f} ms "
+                  f"{100 * e.self_cpu_time_total / total:5.1f}%")
 
 
 def print_tables(rows, peak) -> None:
     def ms(v: float) -> str:
-        return "-" if v != v else f"{1000 * v:7.0f}"
+        return f"{1000 * v:7.0f}"
 
-    print("\n== absolute (ms; 'sample' = compute seconds per generated second, 25 CFG steps) ==")
-    print(f"{'network':30s} {'Mparam':>6s} {'fwd32':>7s} {'fwd16':>7s} {'fwdC':>7s} {'train32':>7s} {'train16':>7s} "
-          f"{'trainC':>7s} {'smp32':>6s} {'smp16':>6s} {'smpC':>6s} {'aten/fwd':>8s}")
-    for spec, params, _, _, r, _ in rows:
-        a, c = r["after"], r.get("compiled", {})
+    print("\n== absolute (ms; smp = compute seconds per generated second: 25 Euler steps, batched CFG, 1 clip) ==")
+    print(f"{'network':30s} {'Mparam':>6s} {'fwd32':>7s} {'fwd16':>7s} {'train32':>7s} {'train16':>7s} "
+          f"{'smp32':>6s} {'smp16':>6s} {'aten/fwd':>8s}")
+    for spec, params, _, r in rows:
+        a = r["after"]
         per_second = SAMPLE_STEPS / spec["seconds"]
-        smp = lambda d, k: "-" if k not in d else f"{d[k] * per_second:6.2f}"  # noqa: E731
-        print(f"{spec['name']:30s} {params:6.1f} {ms(a['fwd_fp32'])} {ms(a['fwd_bf16'])} {ms(c.get('fwd_fp32', float('nan')))} "
-              f"{ms(a['train_fp32'])} {ms(a['train_bf16'])} {ms(c.get('train_fp32', float('nan')))} "
-              f"{smp(a, 'step_fp32')} {smp(a, 'step_bf16')} {smp(c, 'step_fp32')} {a['aten_fwd']:8.0f}")
+        print(f"{spec['name']:30s} {params:6.1f} {ms(a['fwd_fp32'])} {ms(a['fwd_bf16'])} {ms(a['train_fp32'])} "
+              f"{ms(a['train_bf16'])} {a['step_fp32'] * per_second:6.2f} {a['step_bf16'] * per_second:6.2f} "
+              f"{a['aten_fwd']:8.0f}")
 
-    print("\n== ratios and ceiling ==")
-    print(f"{'network':30s} {'fwd16/32':>8s} {'fwdC/32':>8s} {'trn16/32':>8s} {'trnC/32':>8s} "
+    print("\n== ratios and ceiling (training step = preprocess + forward + backward + AdamW) ==")
+    print(f"{'network':30s} {'fwd16/32':>8s} {'trn16/32':>8s} {'smp16/32':>8s} "
           f"{'train GF/s 32':>14s} {'%ceil32':>7s} {'train GF/s 16':>14s} {'%ceil16':>7s}")
-    for spec, _, train_flops, _, r, _ in rows:
-        a, c = r["after"], r.get("compiled", {})
+    for spec, _, train_flops, r in rows:
+        a = r["after"]
         g32, g16 = train_flops / a["train_fp32"] / 1e9, train_flops / a["train_bf16"] / 1e9
-        fc = f"{c['fwd_fp32'] / a['fwd_fp32']:8.2f}" if "fwd_fp32" in c else f"{'-':>8s}"
-        tc = f"{c['train_fp32'] / a['train_fp32']:8.2f}" if "train_fp32" in c else f"{'-':>8s}"
-        print(f"{spec['name']:30s} {a['fwd_bf16'] / a['fwd_fp32']:8.2f} {fc} {a['train_bf16'] / a['train_fp32']:8.2f} {tc} "
-              f"{g32:14.1f} {100 * g32 / peak['fp32']:6.0f}% {g16:14.1f} {100 * g16 / peak['bf16']:6.0f}%")
+        print(f"{spec['name']:30s} {a['fwd_bf16'] / a['fwd_fp32']:8.2f} {a['train_bf16'] / a['train_fp32']:8.2f} "
+              f"{a['step_bf16'] / a['step_fp32']:8.2f} {g32:14.1f} {100 * g32 / peak['fp32']:6.0f}% "
+              f"{g16:14.1f} {100 * g16 / peak['bf16']:6.0f}%")
 
-    if all("before" in r for *_, r, _ in rows):
+    if all("before" in r for *_, r in rows):
         print("\n== after / before issue 15 (same weights; before = the old recipe's all-True mask) ==")
         print(f"{'network':30s} {'fwd32':>6s} {'fwd16':>6s} {'train32':>7s} {'train16':>7s} {'smp32':>6s} {'smp16':>6s} "
-              f"{'aten/fwd':>14s}")
-        for spec, _, _, _, r, _ in rows:
+              f"{'aten/fwd after/before':>22s}")
+        for spec, _, _, r in rows:
             a, b = r["after"], r["before"]
             q = lambda k: a[k] / b[k]  # noqa: E731
             print(f"{spec['name']:30s} {q('fwd_fp32'):6.2f} {q('fwd_bf16'):6.2f} {q('train_fp32'):7.2f} "
                   f"{q('train_bf16'):7.2f} {q('step_fp32'):6.2f} {q('step_bf16'):6.2f} "
-                  f"{a['aten_fwd']:6.0f}/{b['aten_fwd']:<6.0f}")
+                  f"{a['aten_fwd']:10.0f}/{b['aten_fwd']:<10.0f}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import pytest
 import torch
 
 from avgen.nn.blocks import declared_blocks
+from avgen.training import BlockFSDPStrategy
+from avgen.training.fsdp import block_wrap_policy_for
 
 from .test_audiogen_omni_network import _inputs as omni_inputs
 from .test_audiogen_omni_network import _network as omni_network
@@ -138,3 +140,11 @@ def test_compile_flag_compiles_the_declared_blocks_of_network_and_ema_once():
     plain = tiny_model()
     plain.configure_model()
     assert all(b._compiled_call_impl is None for b in declared_blocks(plain.network))
+
+
+def test_block_fsdp_strategy_policy_wraps_the_blocks_of_network_and_ema():
+    model = tiny_model(ema_decay=0.9)
+    wrapped = block_wrap_policy_for(model)._run_policy(model, set(), {})  # torch's own policy traversal
+    expected = declared_blocks(model.network) + declared_blocks(model.ema_network.module)
+    assert len(expected) == 4 and set(map(id, wrapped)) - {id(model)} == set(map(id, expected))
+    assert "auto_wrap_policy" not in BlockFSDPStrategy().kwargs  # filled from the model at setup
