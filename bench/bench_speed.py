@@ -124,7 +124,7 @@ def foleygenex(pkg: str, quick: bool) -> dict[str, Any]:
             torch.randn(batch, 77, 1024, generator=g), video_present=flags, text_present=flags, latent_length=frames)
 
     return dict(net=net, frames=frames, channels=20, seconds=seconds, conditions=conditions,
-                shape=lambda b: (b, frames, 20), name="FoleyGenEx (448 / 2+4)")
+                shape=lambda b: (b, frames, 20), name=f"FoleyGenEx (448 / {dims['num_joint_blocks']}+{dims['num_single_blocks']})")
 
 
 def audiogen_omni(pkg: str, quick: bool) -> dict[str, Any]:
@@ -152,14 +152,15 @@ def audiogen_omni(pkg: str, quick: bool) -> dict[str, Any]:
             latent_mask=torch.ones(batch, frames, dtype=torch.bool))
 
     return dict(net=net, frames=frames, channels=40, seconds=seconds, conditions=conditions,
-                shape=lambda b: (b, frames, 40), name="AudioGen-Omni (512 / 2+4)")
+                shape=lambda b: (b, frames, 40), name=f"AudioGen-Omni (512 / {dims['num_joint_blocks']}+{dims['num_single_blocks']})")
 
 
 def omnisonic(pkg: str, quick: bool) -> dict[str, Any]:
     """OmniSonic TriAttn-DiT at hidden 384 / 6 heads / 4 blocks on AudioLDM's 8 x 200 x 16 map (8 s)."""
     module = importlib.import_module(f"{pkg}.models.omnisonic.network")
+    depth = 2 if quick else 4
     net = module.OmniSonicNetwork(latent_channels=8, frequency_bins=16, env_dim=1024, speech_dim=768, visual_dim=512,
-                                  hidden_dim=384, depth=2 if quick else 4, num_heads=6)
+                                  hidden_dim=384, depth=depth, num_heads=6)
     seconds = 4.0 if quick else 8.0
     frames = int(25 * seconds)
     g = torch.Generator().manual_seed(1)
@@ -176,7 +177,7 @@ def omnisonic(pkg: str, quick: bool) -> dict[str, Any]:
                                          visual_present=flags, visual_to_onscreen=torch.ones(batch, dtype=torch.bool))
 
     return dict(net=net, frames=frames, channels=8, seconds=seconds, conditions=conditions,
-                shape=lambda b: (b, 8, frames, 16), name="OmniSonic (384 / 4 blocks)")
+                shape=lambda b: (b, 8, frames, 16), name=f"OmniSonic (384 / {depth} blocks)")
 
 
 FAMILIES = {"foleygenex": foleygenex, "audiogen_omni": audiogen_omni, "omnisonic": omnisonic}
