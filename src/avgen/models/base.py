@@ -64,6 +64,12 @@ def _primitive(value: Any) -> bool:
     return False
 
 
+def _unless_all_valid(mask: Tensor | None) -> Tensor | None:
+    """None when every frame is valid: the network then takes its unmasked paths (plain attention,
+    no zeroing before convolutions), which compute the same numbers with fewer ops."""
+    return None if mask is None or bool(mask.all()) else mask
+
+
 def _class_name(obj_or_cls: Any) -> str:
     cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -93,6 +99,11 @@ class FlowMatchingModule(L.LightningModule):
         init_checkpoint: an ``avgen fit`` checkpoint of the same model class whose weights start a new
             ``fit`` (e.g. a previous training stage); not a resume: ``--ckpt_path`` restores the whole
             training state and wins.
+        compile: ``torch.compile`` the network's declared blocks (``block_classes``,
+            :func:`avgen.nn.blocks.compile_blocks`) in :meth:`configure_model`, automatic dynamic shapes;
+            training, evaluation and sampling all call the compiled blocks (EMA network included).
+        compile_backend: the ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` checks the
+            traced graph without generating code).
     """
 
     # The paper's generation interface (options dataclass, tasks, checks): models/<paper>/tasks.py.
@@ -119,6 +130,8 @@ class FlowMatchingModule(L.LightningModule):
         num_val_sampling_steps: int | None = None,
         val_seed: int = 0,
         init_checkpoint: str | None = None,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ):
         super().__init__()
         with warnings.catch_warnings():
@@ -146,6 +159,8 @@ class FlowMatchingModule(L.LightningModule):
         self.num_val_sampling_steps = num_val_sampling_steps
         self.val_seed = val_seed
         self.init_checkpoint = init_checkpoint
+        self.compile_network = compile
+        self.compile_backend = compile_backend
         self._checked_sample_rate = False
         # Every training draw comes from generators seeded by (seed, step, batch, rank): exact resume.
         self.randomness = StepRandomness()
@@ -352,7 +367,7 @@ class FlowMatchingModule(L.LightningModule):
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         t = self.time_sampler(batch_size, device=x1.device, generator=generator)
         x_t = interpolate(x0, x1, t)
-        v, logs = self.velocity_and_logs(self.network, x_t, t, conditions, latent_mask)
+        v, logs = self.velocity_and_logs(self.network, x_t, t, conditions, _unless_all_valid(latent_mask))
         frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)
         loss = flow_matching_loss(v.float(), target_velocity(x0, x1).float(), frame_mask)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -411,12 +426,13 @@ class FlowMatchingModule(L.LightningModule):
         conditions = self.make_conditions(network, encoded, batch, latent_length=num_latents, branch="conditional")
         generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
         frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)
+        network_mask = _unless_all_valid(latent_mask)
         losses, logs = [], {}
         for k in range(self.num_val_time_bins):
             # Fresh seeded noise per bin on the CPU generator: identical across devices and epochs.
             x0 = torch.randn(x1.shape, generator=generator).to(x1)
             t = torch.full((batch_size,), (k + 0.5) / self.num_val_time_bins, device=x1.device)
-            v, logs = self.velocity_and_logs(network, interpolate(x0, x1, t), t, conditions, latent_mask)
+            v, logs = self.velocity_and_logs(network, interpolate(x0, x1, t), t, conditions, network_mask)
             losses.append(flow_matching_loss(v.float(), target_velocity(x0, x1).float(), frame_mask))
         return losses, logs
 
@@ -473,7 +489,8 @@ class FlowMatchingModule(L.LightningModule):
         generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
         x0 = self.initial_noise((len(batch), num_latents, self.codec.latent_channels), generator, options)
         times = sampling_times(num_steps, self.sampling_shift).to(self.device)
-        latents = self.solve_flow(batch, encoded, x0, times, options=options, latent_mask=latent_mask, progress=progress)
+        latents = self.solve_flow(batch, encoded, x0, times, options=options, latent_mask=_unless_all_valid(latent_mask),
+                                  progress=progress)
         return latents, lengths, num_samples
 
     def initial_noise(self, shape: tuple[int, ...], generator: torch.Generator | None, options: SamplingOptions) -> Tensor:
@@ -545,6 +562,18 @@ class FlowMatchingModule(L.LightningModule):
             options = self.sampling_options()
         waveforms, lengths = self.generate(batch, options.for_batch(batch_idx))
         return {"ids": list(batch.ids), "waveforms": waveforms, "lengths": lengths, "sample_rate": self.codec.sample_rate}
+
+    # ------------------------------------------------------------------ compile
+    def configure_model(self) -> None:
+        """``compile``: torch.compile the declared blocks of the network and the EMA network, once
+        (Lightning calls this hook in every fit / validate / predict; compiling is idempotent)."""
+        if not self.compile_network:
+            return
+        from avgen.nn.blocks import compile_blocks
+
+        for network in (self.network, None if self.ema_network is None else self.ema_network.module):
+            if network is not None:
+                compile_blocks(network, backend=self.compile_backend)
 
     # ------------------------------------------------------------------ initialisation from another run
     def setup(self, stage: str) -> None:

@@ -10,6 +10,8 @@
 - embeddings: sinusoidal/timestep, ConvPositionEmbedding, per-second and number embeddings.
 - convnext: GRN and ConvNeXt-V2 block with padding mask.
 - mlp / conv: MLP, SwiGLU, ConvMLP, channel-last Conv1d.
+- blocks: per-block activation checkpointing, torch.compile and FSDP wrapping for networks that
+  declare ``block_classes`` (``avgen.nn.blocks``).
 
 Sequences are (B, T, D) channel-last; padding masks are (B, T) bool with True = valid.
 """
@@ -34,8 +36,11 @@ from avgen.nn.embeddings import (
 )
 from avgen.nn.mlp import MLP, ConvMLP, SwiGLU, mmaudio_hidden_dim
 from avgen.nn.mmdit import STREAM_ROLES, JointBlock, StreamBlock, StreamInput, StreamSpec
-from avgen.nn.modulation import AdaLNZero, FinalLayer, modulate, upsample_to_length
+from avgen.nn.modulation import AdaLNZero, FinalLayer, gated_residual, modulate, modulate_unit, upsample_to_length
 from avgen.nn.rope import (
+    RopeCache,
+    RopeRotation,
+    rope_rotation,
     apply_rope,
     apply_rope_to_segment,
     positions_at_rate,
@@ -69,6 +74,11 @@ __all__ = [
     "StreamSpec",
     "SwiGLU",
     "TimestepEmbedding",
+    "RopeCache",
+    "RopeRotation",
+    "rope_rotation",
+    "gated_residual",
+    "modulate_unit",
     "apply_rope",
     "apply_rope_to_segment",
     "joint_attention",

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from avgen.nn.rope import apply_rope, apply_rope_to_segment
+from avgen.nn.rope import RopeRotation, apply_rope, apply_rope_to_segment
 
 __all__ = [
     "scaled_dot_product_attention",
@@ -61,13 +61,24 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        compute_dtype = torch.promote_types(x.dtype, torch.float32)
+    def forward(self, x: Tensor, keep_compute_dtype: bool = False) -> Tensor:
+        """x (..., dim) -> normalised x in x's dtype, or in the fp32 (fp64) compute dtype with
+        ``keep_compute_dtype`` (for RoPE, which rotates in fp32 next: no bf16 round trip between)."""
+        compute_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32  # promote(x, fp32)
         eps = torch.finfo(compute_dtype).eps if self.eps is None else self.eps
-        x_float = x.to(compute_dtype)
-        normed = x_float * torch.rsqrt(x_float.pow(2).mean(dim=-1, keepdim=True) + eps)
+        # F.rms_norm: x * rsqrt(mean(x^2) + eps) * weight, one fused kernel where torch has one (CUDA)
+        normed = F.rms_norm(x.to(compute_dtype), (x.shape[-1],), self.weight.to(compute_dtype), eps)
         # cast back to x's dtype so q/k keep v's dtype under autocast (SDPA needs one dtype)
-        return (normed * self.weight.to(compute_dtype)).to(x.dtype)
+        return normed if keep_compute_dtype else normed.to(x.dtype)
+
+
+def _norm_and_rotate(norm: nn.Module, x: Tensor, angles: Tensor | RopeRotation | None, dtype: torch.dtype) -> Tensor:
+    """QK-norm then RoPE of one head tensor, cast to ``dtype`` once at the end (not norm -> dtype -> fp32 -> dtype)."""
+    if angles is None:
+        return norm(x)
+    if isinstance(norm, RMSNorm):
+        x = norm(x, keep_compute_dtype=True)
+    return apply_rope(x, angles, out_dtype=dtype)
 
 
 class QKVProjection(nn.Module):
@@ -95,22 +106,18 @@ class QKVProjection(nn.Module):
         self.q_norm = RMSNorm(self.head_dim, qk_norm_eps) if qk_norm else nn.Identity()
         self.k_norm = RMSNorm(self.head_dim, qk_norm_eps) if qk_norm else nn.Identity()
 
-    def forward(self, x: Tensor, angles: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, angles: Tensor | RopeRotation | None = None) -> tuple[Tensor, Tensor, Tensor]:
         q, k, v = rearrange(self.qkv(x), "b l (n h d) -> n b h l d", n=3, h=self.num_heads)
-        q, k = self.q_norm(q), self.k_norm(k)
-        if angles is not None:
-            q, k = apply_rope(q, angles), apply_rope(k, angles)
+        q = _norm_and_rotate(self.q_norm, q, angles, v.dtype)
+        k = _norm_and_rotate(self.k_norm, k, angles, v.dtype)
         return q, k, v
 
-    def key_value(self, x: Tensor, angles: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def key_value(self, x: Tensor, angles: Tensor | RopeRotation | None = None) -> tuple[Tensor, Tensor]:
         """Keys and values only (a stream that is never queried): the k and v rows of the fused weight."""
         dim = self.qkv.out_features // 3
         bias = None if self.qkv.bias is None else self.qkv.bias[dim:]
         k, v = rearrange(F.linear(x, self.qkv.weight[dim:], bias), "b l (n h d) -> n b h l d", n=2, h=self.num_heads)
-        k = self.k_norm(k)
-        if angles is not None:
-            k = apply_rope(k, angles)
-        return k, v
+        return _norm_and_rotate(self.k_norm, k, angles, v.dtype), v
 
 
 def joint_attention(
@@ -199,11 +206,10 @@ class CrossAttention(nn.Module):
         key_angles: Tensor | None = None,
         key_rope_range: tuple[int, int] | None = None,
     ) -> Tensor:
-        q = self.q_norm(rearrange(self.q(x), "b l (h d) -> b h l d", h=self.num_heads))
         k, v = rearrange(self.kv(context), "b l (n h d) -> n b h l d", n=2, h=self.num_heads)
+        q = _norm_and_rotate(self.q_norm, rearrange(self.q(x), "b l (h d) -> b h l d", h=self.num_heads),
+                             query_angles, v.dtype)
         k = self.k_norm(k)
-        if query_angles is not None:
-            q = apply_rope(q, query_angles)
         if key_angles is not None:
             if key_rope_range is None:
                 k = apply_rope(k, key_angles)

@@ -67,8 +67,9 @@ from torch import Tensor, nn
 
 from avgen.nn.attention import QKVProjection, joint_attention, scaled_dot_product_attention
 from avgen.nn.conv import ChannelLastConv1d
+from avgen.nn.rope import RopeRotation
 from avgen.nn.mlp import ConvMLP, SwiGLU, mmaudio_hidden_dim
-from avgen.nn.modulation import AdaLNZero, modulate
+from avgen.nn.modulation import AdaLNZero, gated_residual, modulate_unit
 
 __all__ = ["STREAM_ROLES", "JointBlock", "StreamBlock", "StreamInput", "StreamSpec"]
 
@@ -92,12 +93,18 @@ class StreamSpec:
 
 @dataclass
 class StreamInput:
-    """One stream's tensors for a joint-block call: x (B, L, D), adaLN condition c, RoPE angles, key mask."""
+    """One stream's tensors for a joint-block call: x (B, L, D), adaLN condition c, RoPE angles, key mask.
+
+    ``angles`` may be a precomputed :class:`avgen.nn.rope.RopeRotation` (a network's
+    :class:`~avgen.nn.rope.RopeCache`); ``c_activated``: c already is SiLU(c), computed once per
+    forward for all blocks (see :class:`avgen.nn.AdaLNZero`).
+    """
 
     x: Tensor
     c: Tensor
-    angles: Tensor | None = None
+    angles: Tensor | RopeRotation | None = None
     mask: Tensor | None = None
+    c_activated: bool = False
 
 
 class StreamBlock(nn.Module):
@@ -130,7 +137,9 @@ class StreamBlock(nn.Module):
         self.attn = QKVProjection(dim, num_heads, qk_norm=qk_norm, qk_norm_eps=qk_norm_eps)
         if role == "kv_only":
             self.attn.q_norm = nn.Identity()  # never queried: a q gain would get no gradient (DDP)
-        self.modulation = AdaLNZero(dim, num_params=6 if role == "full" else 2)
+        # scales (params 1 and 4) come back as 1 + scale, the 1 folded into the adaLN bias
+        self.modulation = AdaLNZero(dim, num_params=6 if role == "full" else 2,
+                                    unit_scales=(1, 4) if role == "full" else (1,))
         if role != "full":
             return
         hidden = mmaudio_hidden_dim(dim, mlp_ratio)
@@ -150,13 +159,14 @@ class StreamBlock(nn.Module):
     def _project_out(self, x: Tensor, mask: Tensor | None) -> Tensor:
         return self.attn_out(x) if self.kernel_size == 1 else self.attn_out(x, mask)
 
-    def pre_attention(self, x: Tensor, c: Tensor, angles: Tensor | None = None):
+    def pre_attention(self, x: Tensor, c: Tensor, angles: Tensor | RopeRotation | None = None, c_activated: bool = False):
         """x (B, L, D), c (B, D) / (B, 1, D) / (B, L, D) -> ((q, k, v) each (B, H, L, Dh), modulation).
 
-        For a kv_only stream q is None (its queries are never formed).
+        For a kv_only stream q is None (its queries are never formed). c_activated: c is SiLU(c).
+        The modulation's scales are 1 + scale (:func:`avgen.nn.modulate_unit`).
         """
-        params = self.modulation(c)
-        h = modulate(self.norm1(x), params[0], params[1])
+        params = self.modulation(c, activated=c_activated)
+        h = modulate_unit(self.norm1(x), params[0], params[1])
         if self.role == "kv_only":
             return (None, *self.attn.key_value(h, angles)), params
         return self.attn(h, angles), params
@@ -165,16 +175,16 @@ class StreamBlock(nn.Module):
         """attn (B, H, L, Dh) -> updated x (B, L, D); pre_only / kv_only streams return x unchanged."""
         if self.role != "full":
             return x
-        _, _, gate_msa, shift_mlp, scale_mlp, gate_mlp = params
-        x = x + self._project_out(rearrange(attn, "b h l d -> b l (h d)"), mask) * gate_msa
-        x = x + self.ffn(modulate(self.norm2(x), shift_mlp, scale_mlp), mask) * gate_mlp
-        return x
+        _, _, gate_msa, shift_mlp, unit_scale_mlp, gate_mlp = params
+        x = gated_residual(x, self._project_out(rearrange(attn, "b h l d -> b l (h d)"), mask), gate_msa)
+        return gated_residual(x, self.ffn(modulate_unit(self.norm2(x), shift_mlp, unit_scale_mlp), mask), gate_mlp)
 
-    def forward(self, x: Tensor, c: Tensor, angles: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, angles: Tensor | RopeRotation | None = None, mask: Tensor | None = None,
+                c_activated: bool = False) -> Tensor:
         """Single-stream block: self-attention over x alone (MMAudio's fused blocks)."""
         if self.role != "full":
             raise ValueError(f"a {self.role} stream is not updated; a single-stream block needs role 'full'")
-        qkv, params = self.pre_attention(x, c, angles)
+        qkv, params = self.pre_attention(x, c, angles, c_activated)
         return self.post_attention(x, scaled_dot_product_attention(*qkv, mask), params, mask)
 
 
@@ -220,7 +230,7 @@ class JointBlock(nn.Module):
                 f"got {len(inputs)} inputs"
             )
         blocks = [self.stream_block(spec.name) for spec in self.streams]
-        pre = [block.pre_attention(s.x, s.c, s.angles) for block, s in zip(blocks, inputs)]
+        pre = [block.pre_attention(s.x, s.c, s.angles, s.c_activated) for block, s in zip(blocks, inputs)]
         outs = joint_attention([qkv for qkv, _ in pre], key_masks=[s.mask for s in inputs])
         return [
             block.post_attention(s.x, out, params, s.mask)

@@ -9,9 +9,20 @@ text+visual key sequence).
 
 Pairs are interleaved, (x0, x1), (x2, x3), ... as in Flux/MMAudio: pair i is rotated by angle
 ``position * theta ** (-2i / dim)``.
+
+Speed: :func:`rope_rotation` turns angles into a :class:`RopeRotation` (cos and signed sin laid out
+on the interleaved channels), so :func:`apply_rope` is two element-wise ops on the head
+(``x * cos + swap_pairs(x) * sin``) instead of recomputing cos/sin and splitting pairs per call;
+:class:`RopeCache` keeps the rotations of a network per (positions, dim, dtype, device) across
+forwards. Both give the same numbers as the angle formula (to fp32 rounding).
 """
 
 from __future__ import annotations
+
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -25,6 +36,9 @@ __all__ = [
     "positions_at_rate",
     "rope_3d_split",
     "rope_3d_angles",
+    "RopeRotation",
+    "rope_rotation",
+    "RopeCache",
 ]
 
 
@@ -67,29 +81,113 @@ def positions_at_rate(length: int, rate: float, target_rate: float, device=None)
     return torch.arange(length, dtype=torch.float32, device=device) * (float(target_rate) / float(rate))
 
 
-def apply_rope(x: Tensor, angles: Tensor, rotary_dim: int | None = None) -> Tensor:
+class RopeRotation(NamedTuple):
+    """cos / signed sin of RoPE angles on the interleaved channel layout, (..., L, r) each.
+
+    ``cos`` repeats each pair's cos over its two channels; ``sin`` is (-sin, +sin) per pair, so a
+    rotation is ``x * cos + swap_pairs(x) * sin`` with swap_pairs (x0, x1) -> (x1, x0): RoFormer's
+    (x0 cos - x1 sin, x1 cos + x0 sin) exactly. A NamedTuple so ``torch.compile`` traces it as a tuple.
+    """
+
+    cos: Tensor
+    sin: Tensor
+
+    @property
+    def pairs(self) -> int:
+        """Rotated channel pairs (r / 2), as ``angles.shape[-1]``."""
+        return self.cos.shape[-1] // 2
+
+
+def rope_rotation(angles: Tensor, dtype: torch.dtype = torch.float32) -> RopeRotation:
+    """Angles (..., L, r/2) -> :class:`RopeRotation` (..., L, r), computed in fp32, stored in ``dtype``."""
+    no_autocast = (contextlib.nullcontext() if angles.device.type == "meta"
+                   else torch.autocast(device_type=angles.device.type, enabled=False))
+    with no_autocast:
+        angles = angles.float()
+        cos, sin = angles.cos(), angles.sin()
+        cos = torch.stack((cos, cos), dim=-1).flatten(-2)
+        sin = torch.stack((-sin, sin), dim=-1).flatten(-2)
+    return RopeRotation(cos.to(dtype), sin.to(dtype))
+
+
+def apply_rope(
+    x: Tensor, angles: Tensor | RopeRotation, rotary_dim: int | None = None, out_dtype: torch.dtype | None = None
+) -> Tensor:
     """Rotate interleaved channel pairs of x by ``angles``.
 
     x: (B, H, L, D); angles: broadcastable to (B, H, L, rotary_dim/2), e.g. (L, r/2) or
-    (B, 1, L, r/2). Only the first ``rotary_dim`` channels (default: all D) are rotated, the rest
-    pass through (Ovi). Computed in fp32 and cast back to x's dtype.
+    (B, 1, L, r/2), or their precomputed :class:`RopeRotation` (cached by :class:`RopeCache`). Only
+    the first ``rotary_dim`` channels (default: all D) are rotated, the rest pass through (Ovi).
+    Computed in the rotation's dtype (fp32 unless the caller cached another) and returned in
+    ``out_dtype`` (default: x's dtype; a caller that casts the result anyway passes its dtype and
+    saves a round trip).
     """
+    rotation = angles if isinstance(angles, RopeRotation) else rope_rotation(angles)
     rotary_dim = x.shape[-1] if rotary_dim is None else rotary_dim
-    if angles.shape[-1] * 2 != rotary_dim:
-        raise ValueError(f"angles carry {angles.shape[-1]} pairs but rotary_dim is {rotary_dim}")
+    if rotation.pairs * 2 != rotary_dim:
+        raise ValueError(f"angles carry {rotation.pairs} pairs but rotary_dim is {rotary_dim}")
     if rotary_dim > x.shape[-1]:
         raise ValueError(f"rotary_dim {rotary_dim} exceeds head dim {x.shape[-1]}")
+    out_dtype = x.dtype if out_dtype is None else out_dtype
     rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
-    pairs = rot.float().unflatten(-1, (-1, 2))  # (..., L, r/2, 2)
-    x_even, x_odd = pairs[..., 0], pairs[..., 1]
-    cos, sin = angles.cos(), angles.sin()
-    rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-    rotated = rotated.flatten(-2).to(x.dtype)
-    return torch.cat((rotated, rest), dim=-1) if rest.shape[-1] else rotated
+    rot = rot.to(rotation.cos.dtype)
+    swapped = rot.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0, x3, x2, ...)
+    rotated = torch.addcmul(rot * rotation.cos, swapped, rotation.sin).to(out_dtype)
+    return torch.cat((rotated, rest.to(out_dtype)), dim=-1) if rest.shape[-1] else rotated
+
+
+class RopeCache:
+    """A bounded LRU of :class:`RopeRotation` per (key, dtype, device), one per network.
+
+    ``get(key, make_angles, device)``: ``key`` names the positions (e.g. ``("rescaled", length,
+    target_length)``) and everything else the angles depend on (head dim, theta); ``make_angles()``
+    computes the fp32 angles on a miss. Nothing is cached on the meta device (FSDP / deferred init
+    builds there) or while ``torch.compile`` traces (the compiled graph computes the rotation itself,
+    and a Python dict lookup would only add guards). The rotation is computed with autocast off, so
+    an entry made under autocast equals one made outside it. Entries are plain tensors, never
+    parameters or buffers: they are not in the state dict and do not follow ``.to()``, hence the
+    device in the key.
+    """
+
+    def __init__(self, max_entries: int = 32):
+        if max_entries < 1:
+            raise ValueError(f"max_entries must be >= 1, got {max_entries}")
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, RopeRotation] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def get(
+        self,
+        key: Hashable,
+        make_angles: Callable[[], Tensor],
+        device: torch.device | str,
+        dtype: torch.dtype = torch.float32,
+    ) -> RopeRotation:
+        device = torch.device(device)
+        if device.type == "meta" or torch.compiler.is_compiling():
+            return rope_rotation(make_angles(), dtype)
+        full_key = (key, dtype, str(device))
+        rotation = self._entries.get(full_key)
+        if rotation is None:
+            rotation = rope_rotation(make_angles(), dtype)
+            self._entries[full_key] = rotation
+            if len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(full_key)
+        return rotation
+
+    def __deepcopy__(self, memo: dict) -> RopeCache:
+        return RopeCache(self.max_entries)  # an EMA copy starts empty (entries are recomputable)
 
 
 def apply_rope_to_segment(
-    x: Tensor, angles: Tensor, start: int, end: int, rotary_dim: int | None = None
+    x: Tensor, angles: Tensor | RopeRotation, start: int, end: int, rotary_dim: int | None = None
 ) -> Tensor:
     """Rotate only the tokens x[:, :, start:end] (OmniSonic Eq. 7, AudioGen-Omni PAAPI).
 
@@ -99,8 +197,9 @@ def apply_rope_to_segment(
     length = x.shape[-2]
     if not 0 <= start <= end <= length:
         raise ValueError(f"segment [{start}, {end}) is outside a sequence of length {length}")
-    if angles.shape[-2] != end - start:
-        raise ValueError(f"angles cover {angles.shape[-2]} positions, segment has {end - start}")
+    if (angles.cos if isinstance(angles, RopeRotation) else angles).shape[-2] != end - start:
+        raise ValueError(f"angles cover {(angles.cos if isinstance(angles, RopeRotation) else angles).shape[-2]} "
+                         f"positions, segment has {end - start}")
     segment = apply_rope(x[..., start:end, :], angles, rotary_dim)
     return torch.cat((x[..., :start, :], segment, x[..., end:, :]), dim=-2)
 

@@ -3,11 +3,12 @@
 from avgen.training.callbacks import GeneratedMediaLogger, OracleMetrics
 from avgen.training.checkpointing import AtomicCheckpointIO, ResumableCheckpoints, find_last_checkpoint
 from avgen.training.ema import EMANetwork
+from avgen.training.fsdp import BlockFSDPStrategy
 from avgen.training.inverse_lr import InverseLR
 from avgen.training.progress import LogProgress
 from avgen.training.schedules import LinearWarmupLR, WarmupStepLR
 
 __all__ = [
-    "AtomicCheckpointIO", "EMANetwork", "GeneratedMediaLogger", "InverseLR", "LinearWarmupLR", "LogProgress",
+    "AtomicCheckpointIO", "BlockFSDPStrategy", "EMANetwork", "GeneratedMediaLogger", "InverseLR", "LinearWarmupLR", "LogProgress",
     "OracleMetrics", "ResumableCheckpoints", "WarmupStepLR", "find_last_checkpoint",
 ]

@@ -105,6 +105,7 @@ class AudioGenOmni(FlowMatchingModule):
         semantic_fps, sync_fps: frame rates of the two video streams (valid-frame counts of
             variable-length clips and placeholders of clips without video).
         max_duration: longest clip the model generates (paper: 10 s).
+        gradient_checkpointing: recompute each transformer block in backward (the 1.55B size).
         **kwargs: the shared recipe (optimizer, lr_scheduler, ema_decay, duration, sampling, ...).
     """
 
@@ -144,6 +145,7 @@ class AudioGenOmni(FlowMatchingModule):
         max_duration: float = 10.0,
         cfg_scale: float = 4.5,
         num_sampling_steps: int = 25,
+        gradient_checkpointing: bool = False,
         **kwargs: Any,
     ):
         for name, p in (("video_dropout", video_dropout), ("caption_dropout", caption_dropout),
@@ -184,6 +186,7 @@ class AudioGenOmni(FlowMatchingModule):
             mask_lyrics_filler=mask_lyrics_filler,
             pooled_fusion=pooled_fusion,
             max_seconds=max_seconds,
+            gradient_checkpointing=gradient_checkpointing,
         )
         super().__init__(backbone, codec, cfg_scale=cfg_scale, num_sampling_steps=num_sampling_steps, **kwargs)
         self.vision_encoder = vision_encoder

@@ -39,12 +39,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from avgen.conditioning.lyrics import PAD_ID, TextEmbedding
 from avgen.conditioning.sync import SYNC_SEGMENT_TOKENS
 from avgen.models.registry import register_network
+from avgen.nn.blocks import run_block
 from avgen.nn.mmdit import initialize_mmdit_weights
+from avgen.nn.rope import rope_rotation
 from avgen.nn import (
     ChannelLastConv1d,
     ConvMLP,
@@ -127,7 +130,12 @@ class AudioGenOmniNetwork(nn.Module):
         mask_lyrics_filler: mask the filler frames of T as keys (default: only frames beyond the clip).
         pooled_fusion: ``"concat"`` (Linear(5D -> D) -> SwiGLU, §3.3) or ``"sum"`` (MMAudio).
         max_seconds: largest whole second of the start / duration embeddings (clamped above).
+        gradient_checkpointing: recompute each joint / single block in backward instead of storing
+            its activations (:func:`avgen.nn.blocks.run_block`; needed at the paper's 1.55B size).
     """
+
+    # Repeated blocks: activation checkpointing, per-block torch.compile and FSDP wrapping (avgen.nn.blocks).
+    block_classes = (JointBlock, StreamBlock)
 
     def __init__(
         self,
@@ -156,8 +164,10 @@ class AudioGenOmniNetwork(nn.Module):
         pooled_fusion: str = "concat",
         max_seconds: int = 30,
         timestep_frequency_dim: int = 256,
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
+        self.gradient_checkpointing = gradient_checkpointing
         if hidden_dim % num_heads != 0 or (hidden_dim // num_heads) % 2 != 0:
             raise ValueError(f"hidden_dim {hidden_dim} must split into {num_heads} heads of even size (RoPE pairs)")
         if num_joint_blocks < 1:
@@ -373,29 +383,40 @@ class AudioGenOmniNetwork(nn.Module):
             )
         if t.shape != (batch,):
             raise ValueError(f"t must be (B={batch},), got {tuple(t.shape)}")
-        if latent_mask is None:
-            latent_mask = torch.ones(batch, length, dtype=torch.bool, device=x_t.device)
+        # latent_mask None = every frame valid: no key masks, no zeroing before the convolutions
 
         conv, act, mlp = self.audio_input_proj
         audio = mlp(act(conv(x_t, latent_mask)), latent_mask)
         clip, lyrics, caption = conditions.clip, conditions.lyrics, conditions.caption
         global_c = (self.t_embed(t) + conditions.pooled).unsqueeze(1)  # (B, 1, D)
         frame_c = global_c + conditions.sync  # (B, N, D)
-        angles = self.stream_angles(length, clip.shape[1], x_t.device)
-        lyric_keys = latent_mask & conditions.lyrics_mask if self.mask_lyrics_filler else latent_mask
+        # SiLU of the adaLN conditions once per forward, not per block (it does not depend on x_t)
+        global_act, frame_act = F.silu(global_c), F.silu(frame_c)
+        # cos / sin once per forward, not per block and per q / k
+        angles = {name: None if a is None else rope_rotation(a)
+                  for name, a in self.stream_angles(length, clip.shape[1], x_t.device).items()}
+        if self.mask_lyrics_filler:
+            lyric_keys = conditions.lyrics_mask if latent_mask is None else latent_mask & conditions.lyrics_mask
+        else:
+            lyric_keys = latent_mask
+        # every CLIP frame valid (the usual case): no key mask, so attention takes its unmasked path
+        clip_keys = None if bool(conditions.clip_mask.all()) else conditions.clip_mask
+        ckpt = self.gradient_checkpointing and self.training
 
         for block in self.joint_blocks:
-            audio, clip, lyrics, _ = block(
+            audio, clip, lyrics, _ = run_block(
+                block,
                 [
-                    StreamInput(audio, frame_c, angles=angles["audio"], mask=latent_mask),
-                    StreamInput(clip, global_c, angles=angles["clip"], mask=conditions.clip_mask),
-                    StreamInput(lyrics, global_c, angles=angles["lyrics"], mask=lyric_keys),
-                    StreamInput(caption, global_c, mask=conditions.caption_key_mask),
-                ]
+                    StreamInput(audio, frame_act, angles["audio"], latent_mask, c_activated=True),
+                    StreamInput(clip, global_act, angles["clip"], clip_keys, c_activated=True),
+                    StreamInput(lyrics, global_act, angles["lyrics"], lyric_keys, c_activated=True),
+                    StreamInput(caption, global_act, mask=conditions.caption_key_mask, c_activated=True),
+                ],
+                checkpointing=ckpt,
             )
         for block in self.single_blocks:
-            audio = block(audio, frame_c, angles["audio"], latent_mask)
-        velocity = self.final_layer(audio, global_c, latent_mask)
+            audio = run_block(block, audio, frame_act, angles["audio"], latent_mask, True, checkpointing=ckpt)
+        velocity = self.final_layer(audio, global_act, latent_mask, c_activated=True)
         return masked_fill_padding(velocity, latent_mask)
 
     def forward(self, x_t: Tensor, t: Tensor, latent_mask: Tensor, **conditions: Tensor) -> Tensor:

@@ -112,6 +112,8 @@ class FoleyGenEx(FoleyGenExTasks, FlowMatchingModule):
             conditions on (None: the reference's duration).
         semantic_fps, sync_fps: frame rates of the two video streams; only used to size the null
             video placeholders of a batch that carries no video at all (text-to-audio).
+        gradient_checkpointing: recompute each transformer block in backward (less memory; the
+            large sizes). ``compile`` (shared recipe) compiles the blocks.
         **kwargs: the shared recipe of :class:`~avgen.models.base.FlowMatchingModule` (optimizer,
             lr_scheduler, ema_decay, time sampling, validation generation, ...).
     """
@@ -145,6 +147,7 @@ class FoleyGenEx(FoleyGenExTasks, FlowMatchingModule):
         input_embedding_kernel_size: int = 31,
         input_embedding_groups: int | None = None,
         extension_context: float | None = None,
+        gradient_checkpointing: bool = False,
         **kwargs: Any,
     ):
         for name, p in (("video_dropout", video_dropout), ("text_dropout", text_dropout), ("cond_drop_prob", cond_drop_prob)):
@@ -168,6 +171,7 @@ class FoleyGenEx(FoleyGenExTasks, FlowMatchingModule):
             conditional_injection=mask_strategy in ("m3", "full"),
             input_embedding_kernel_size=input_embedding_kernel_size,
             input_embedding_groups=input_embedding_groups,
+            gradient_checkpointing=gradient_checkpointing,
         )
         super().__init__(backbone, codec, cfg_scale=cfg_scale, num_sampling_steps=num_sampling_steps, **kwargs)
         self.vision_encoder = vision_encoder

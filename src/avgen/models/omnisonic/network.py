@@ -67,6 +67,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from avgen.models.registry import register_network
+from avgen.nn.rope import rope_rotation
 from avgen.nn import (
     masked_mean,
     MLP,
@@ -75,6 +76,7 @@ from avgen.nn import (
     FinalLayer,
     SelfAttention,
     TimestepEmbedding,
+    gated_residual,
     modulate,
     rescaled_positions,
     rope_angles,
@@ -218,7 +220,7 @@ class TriCrossAttention(nn.Module):
                 key_angles=key_angles,
                 key_rope_range=visual_ranges[name] if key_angles is not None else None,
             )  # Eq. 7: z_c = CA_c(RoPE(x), RoPE(visual segment of c_c,v), c_c,v)
-            out = out + weights[:, i, None, None].to(z.dtype) * z
+            out = torch.addcmul(out, weights[:, i, None, None].to(z.dtype), z)
         return out, weights
 
 
@@ -260,12 +262,19 @@ class TriAttnDiTBlock(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """x (B, L, D); c (B, T', D) the frame-aligned condition per patch-time column."""
         # Eq. 5: (alpha1, beta1, gamma1, alpha2, beta2, gamma2) per column, broadcast over its F' rows.
-        params = [_per_token(p, rows_per_column) for p in self.modulation(c)]
-        scale1, shift1, gate1, scale2, shift2, gate2 = params
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), self_angles, token_mask)
+        # Applied on the (B, T', F', D) token grid, each column's parameters broadcast over its F' rows
+        # (the same numbers as repeating them per token, without six (B, L, D) copies per block).
+        scale1, shift1, gate1, scale2, shift2, gate2 = (p.unsqueeze(2) for p in self.modulation(c))
+
+        def grid(tokens: Tensor) -> Tensor:
+            return tokens.unflatten(1, (-1, rows_per_column))
+
+        h = modulate(grid(self.norm1(x)), shift1, scale1).flatten(1, 2)
+        x = gated_residual(grid(x), grid(self.attn(h, self_angles, token_mask)), gate1).flatten(1, 2)
         fused, weights = self.cross(self.norm_cross(x), **cross_inputs)
         x = x + fused
-        x = x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
+        h = modulate(grid(self.norm2(x)), shift2, scale2).flatten(1, 2)
+        x = gated_residual(grid(x), grid(self.mlp(h)), gate2).flatten(1, 2)
         return x, weights
 
 
@@ -291,6 +300,9 @@ class OmniSonicNetwork(nn.Module):
             specifies RoPE for the cross-attention; off by default).
         rope_theta: RoPE base.
     """
+
+    # Repeated blocks: per-block torch.compile and FSDP wrapping (avgen.nn.blocks).
+    block_classes = (TriAttnDiTBlock,)
 
     def __init__(
         self,
@@ -497,12 +509,13 @@ class OmniSonicNetwork(nn.Module):
             "contexts": contexts,
             "masks": masks,
             "pooled": self.pooled_conditions(conditions),  # 4. Eq. 8 input
-            "query_angles": query_angles,
-            "key_angles": key_angles,
+            # cos / sin once per forward, not per block and per cross-attention
+            "query_angles": rope_rotation(query_angles),
+            "key_angles": rope_rotation(key_angles),
             "visual_ranges": ranges,
             "logits_override": conditions.gate_logits_override,
         }
-        self_angles = query_angles if self.self_attention_rope else None
+        self_angles = cross_inputs["query_angles"] if self.self_attention_rope else None
         weights = []
         for block in self.blocks:
             tokens, w = block(tokens, c, rows, cross_inputs, self_angles=self_angles, token_mask=token_mask)

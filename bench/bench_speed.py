@@ -1,0 +1,389 @@
+"""Speed of every paper's network: fp32 vs bf16 vs compiled, the matmul ceiling, and before/after issue 15.
+
+For FoleyGenEx (MMAudio small_16k shape), AudioGen-Omni and OmniSonic at a mid size, side by side in
+one run (ratios are the point; the machine may be shared, so every ratio is formed from numbers
+timed in the same loop, the fastest of ``--repeats`` calls):
+
+* forward and training step (preprocess + forward + backward + AdamW): fp32, bf16 autocast and
+  ``torch.compile``d blocks (``avgen.nn.blocks.compile_blocks``; fp32);
+* sampling: seconds of compute per generated second of audio (25 Euler steps, batched CFG);
+* aten calls per forward (a ``TorchDispatchMode`` counter);
+* achieved GFLOP/s of the training step (FLOPs from ``torch.utils.flop_counter``) as a fraction of
+  the measured ceiling: the faster of a plain matmul and a kernel-1 Conv1d of the same FLOPs, per dtype;
+* before / after: the same network built from the source tree *before* issue 15 (git revision
+  ``--before``, extracted to a temp dir and imported side by side as ``avgen_before``), same
+  weights, called as the old recipe called it (an all-True latent mask), against today's (no mask
+  when every frame is valid).
+
+    python bench/bench_speed.py [--quick] [--threads 2] [--repeats 5] [--compile inductor|aot_eager|none]
+        [--compile-families foleygenex,audiogen_omni,omnisonic] [--before 001d644] [--families ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import importlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from _timing import timed  # bench/ is on sys.path when a script runs
+
+REPO = Path(__file__).resolve().parents[1]
+BEFORE_REV = "001d644db3eaa633200a3e826ab26d9d9ffbf5b5"  # main before issue 15 (the speed branch's base)
+SAMPLE_STEPS = 25
+
+
+# ----------------------------------------------------------------------------- the tree before issue 15
+def import_before(rev: str) -> str:
+    """Extract ``src/avgen`` at ``rev`` as the package ``avgen_before`` (imports rewritten) and put it on sys.path."""
+    root = Path(tempfile.mkdtemp(prefix="avgen_before_"))
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src/avgen"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    package = root / "avgen_before"
+    (root / "src" / "avgen").rename(package)
+    pattern = re.compile(r"\b(from|import)\s+avgen(?=[\s.])")
+    for path in package.rglob("*.py"):
+        path.write_text(pattern.sub(r"\1 avgen_before", path.read_text()))
+    sys.path.insert(0, str(root))
+    return "avgen_before"
+
+
+# ----------------------------------------------------------------------------- counters
+class AtenCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls[str(func)] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def aten_calls(fn: Callable[[], Any]) -> int:
+    with torch.no_grad(), AtenCounter() as counter:
+        fn()
+    return sum(counter.calls.values())
+
+
+def flops(fn: Callable[[], Any]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def ceilings(threads: int, repeats: int) -> dict[str, float]:
+    """GFLOP/s of a (512 x 1024) x (1024 x 1024) matmul and of the kernel-1 Conv1d with the same FLOPs.
+
+    The matmul is ``F.linear`` (what nn.Linear runs; oneDNN for bf16): a bare bf16 ``a @ b`` takes
+    a slow fallback on CPUs without bf16 instructions and would understate the ceiling.
+    """
+    m, k, n = 512, 1024, 1024
+    work = 2 * m * k * n
+    out = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+        x, w = torch.randn(1, k, m, dtype=dtype), torch.randn(n, k, 1, dtype=dtype)
+        name = "fp32" if dtype == torch.float32 else "bf16"
+        out[f"matmul_{name}"] = work / timed(lambda: torch.nn.functional.linear(a, b), 2, repeats, "min") / 1e9
+        out[f"conv1d_{name}"] = work / timed(lambda: torch.nn.functional.conv1d(x, w), 2, repeats, "min") / 1e9
+    return out
+
+
+# ----------------------------------------------------------------------------- the three networks
+def perturb(net: torch.nn.Module) -> None:
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # off the adaLN-Zero init, as after training (same FLOPs either way)
+        for p in net.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+
+
+def foleygenex(pkg: str, quick: bool) -> dict[str, Any]:
+    """MMAudio small_16k width (hidden 448, 7 heads) at half depth (2 joint + 4 single), 8 s = 250 latents."""
+    module = importlib.import_module(f"{pkg}.models.foleygenex.network")
+    dims = dict(hidden_dim=448, num_heads=7, num_joint_blocks=1 if quick else 2, num_single_blocks=1 if quick else 4)
+    net = module.FoleyGenExNetwork(latent_channels=20, semantic_dim=1024, sync_dim=768, text_dim=1024, text_length=77,
+                                   **dims)
+    frames, seconds = (125, 4.0) if quick else (250, 8.0)
+    g = torch.Generator().manual_seed(1)
+
+    def conditions(batch: int, present: bool):
+        flags = torch.full((batch,), present)
+        return net.preprocess_conditions(
+            torch.randn(batch, int(8 * seconds), 1024, generator=g), torch.randn(batch, int(24 * seconds), 768, generator=g),
+            torch.randn(batch, 77, 1024, generator=g), video_present=flags, text_present=flags, latent_length=frames)
+
+    return dict(net=net, frames=frames, channels=20, seconds=seconds, conditions=conditions,
+                shape=lambda b: (b, frames, 20), name=f"FoleyGenEx (448 / {dims['num_joint_blocks']}+{dims['num_single_blocks']})")
+
+
+def audiogen_omni(pkg: str, quick: bool) -> dict[str, Any]:
+    """AudioGen-Omni at hidden 512 / 8 heads, 2 joint + 4 single blocks; 8 s = 345 latents at 43 Hz."""
+    module = importlib.import_module(f"{pkg}.models.audiogen_omni.network")
+    dims = dict(hidden_dim=512, num_heads=8, num_joint_blocks=1 if quick else 2, num_single_blocks=1 if quick else 4)
+    net = module.AudioGenOmniNetwork(latent_channels=40, semantic_dim=1280, sync_dim=768, caption_dim=768,
+                                     lyrics_vocab_size=6681, lyrics_dim=256, lyrics_blocks=2, **dims)
+    seconds = 4.0 if quick else 8.0
+    frames = int(round(seconds * 44100 / 1024))
+    g = torch.Generator().manual_seed(1)
+
+    def conditions(batch: int, present: bool):
+        flags = torch.full((batch,), present)
+        return net.preprocess_conditions(
+            semantic_features=torch.randn(batch, int(8 * seconds), 1280, generator=g),
+            semantic_mask=torch.ones(batch, int(8 * seconds), dtype=torch.bool),
+            sync_features=torch.randn(batch, int(24 * seconds), 768, generator=g),
+            sync_lengths=torch.full((batch,), int(24 * seconds)),
+            caption_features=torch.randn(batch, 77, 768, generator=g),
+            caption_mask=torch.ones(batch, 77, dtype=torch.bool),
+            lyrics_ids=torch.randint(0, 6681, (batch, 40), generator=g),
+            video_present=flags, caption_present=flags, lyrics_present=flags,
+            seconds_start=torch.zeros(batch), seconds_total=torch.full((batch,), seconds),
+            latent_mask=torch.ones(batch, frames, dtype=torch.bool))
+
+    return dict(net=net, frames=frames, channels=40, seconds=seconds, conditions=conditions,
+                shape=lambda b: (b, frames, 40), name=f"AudioGen-Omni (512 / {dims['num_joint_blocks']}+{dims['num_single_blocks']})")
+
+
+def omnisonic(pkg: str, quick: bool) -> dict[str, Any]:
+    """OmniSonic TriAttn-DiT at hidden 384 / 6 heads / 4 blocks on AudioLDM's 8 x 200 x 16 map (8 s)."""
+    module = importlib.import_module(f"{pkg}.models.omnisonic.network")
+    depth = 2 if quick else 4
+    net = module.OmniSonicNetwork(latent_channels=8, frequency_bins=16, env_dim=1024, speech_dim=768, visual_dim=512,
+                                  hidden_dim=384, depth=depth, num_heads=6)
+    seconds = 4.0 if quick else 8.0
+    frames = int(25 * seconds)
+    g = torch.Generator().manual_seed(1)
+
+    def conditions(batch: int, present: bool):
+        flags = torch.full((batch,), present)
+
+        def text(length, dim):
+            return torch.randn(batch, length, dim, generator=g), torch.ones(batch, length, dtype=torch.bool)
+
+        return net.preprocess_conditions(text(77, 1024), text(77, 1024), text(150, 768),
+                                         torch.randn(batch, int(8 * seconds), 512, generator=g),
+                                         onscreen_present=flags, offscreen_present=flags, speech_present=flags,
+                                         visual_present=flags, visual_to_onscreen=torch.ones(batch, dtype=torch.bool))
+
+    return dict(net=net, frames=frames, channels=8, seconds=seconds, conditions=conditions,
+                shape=lambda b: (b, 8, frames, 16), name=f"OmniSonic (384 / {depth} blocks)")
+
+
+FAMILIES = {"foleygenex": foleygenex, "audiogen_omni": audiogen_omni, "omnisonic": omnisonic}
+
+
+# ----------------------------------------------------------------------------- measurements
+class Runner:
+    """The closures one network is timed with; ``old_recipe`` passes the all-True mask the recipe passed before."""
+
+    def __init__(self, spec: dict[str, Any], old_recipe: bool, batch: int):
+        self.spec, self.net, self.batch = spec, spec["net"], batch
+        g = torch.Generator().manual_seed(2)
+        frames = spec["frames"]
+        self.mask = torch.ones(batch, frames, dtype=torch.bool) if old_recipe else None
+        self.cfg_mask = torch.ones(2, frames, dtype=torch.bool) if old_recipe else None
+        self.x = torch.randn(spec["shape"](batch), generator=g)
+        self.x1 = torch.randn(spec["shape"](batch), generator=g)
+        self.t = torch.rand(batch, generator=g)
+        with torch.no_grad():
+            self.cond = spec["conditions"](batch, True)
+            from avgen.flow import concat_conditions
+
+            self.cfg = concat_conditions([spec["conditions"](1, True), spec["conditions"](1, False)])
+        self.x_cfg, self.t_cfg = torch.randn(spec["shape"](2), generator=g), torch.full((2,), 0.5)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=1e-6)
+
+    def forward(self, bf16: bool = False):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return self.net.predict_velocity(self.x, self.t, self.cond, self.mask)
+
+    def sample_step(self, bf16: bool = False):
+        """One guided Euler step: ONE forward of the 2 CFG branches (conditions preprocessed once per sample)."""
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return self.net.predict_velocity(self.x_cfg, self.t_cfg, self.cfg, self.cfg_mask)
+
+    def train_step(self, bf16: bool = False, *, step: bool = True):
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            cond = self.spec["conditions"](self.batch, True)
+            x_t = (1 - self.t.view(-1, *[1] * (self.x.dim() - 1))) * self.x + self.t.view(-1, *[1] * (self.x.dim() - 1)) * self.x1
+            v = self.net.predict_velocity(x_t, self.t, cond, self.mask)
+        loss = (v.float() - (self.x1 - self.x)).square().mean()
+        loss.backward()
+        if step:
+            self.optimizer.step()
+
+
+def measure(runs: dict[str, Runner], repeats: int, fp32_only: bool = False) -> dict[str, dict[str, float]]:
+    """Every metric for every runner, interleaved metric by metric (same load for the numbers of a ratio)."""
+    out: dict[str, dict[str, float]] = {name: {} for name in runs}
+    for name, run in runs.items():
+        run.net.eval()
+        out[name]["aten_fwd"] = aten_calls(run.forward) if not fp32_only else float("nan")
+    for metric, fn in (
+        ("fwd_fp32", lambda r: r.forward()),
+        ("fwd_bf16", lambda r: r.forward(True)),
+        ("step_fp32", lambda r: r.sample_step()),
+        ("step_bf16", lambda r: r.sample_step(True)),
+    ):
+        for name, run in runs.items():
+            if fp32_only and metric.endswith("bf16"):
+                continue
+            out[name][metric] = timed(lambda: fn(run), 1, repeats, "min")
+    for metric, bf16 in (("train_fp32", False), ("train_bf16", True)):
+        for name, run in runs.items():
+            if fp32_only and bf16:
+                continue
+            run.net.train()
+            out[name][metric] = timed(lambda: run.train_step(bf16), 1, repeats, "min")
+            run.net.eval()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1+1 blocks, 4-s clips, 2 repeats (a smoke run)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2, help="training / forward batch (sampling: 1 clip, 2 CFG branches)")
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"subset of {','.join(FAMILIES)}")
+    parser.add_argument("--compile", default="inductor", help="torch.compile backend for the compiled column, or none")
+    parser.add_argument("--compile-families", default="foleygenex",
+                        help="families whose compiled column is measured (inductor compiles take minutes on a small CPU)")
+    parser.add_argument("--profile", action="store_true",
+                        help="only the ceilings and a torch.profiler breakdown of one FoleyGenEx forward, fp32 vs bf16")
+    parser.add_argument("--before", default=BEFORE_REV, help="git revision of the tree before issue 15; 'none' skips")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    repeats = 2 if args.quick else args.repeats
+    print(f"torch {torch.__version__}, {args.threads} threads; fastest of {repeats} calls; ratios from one run")
+
+    ceiling = ceilings(args.threads, repeats)
+    print("ceiling GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in ceiling.items()))
+    peak = {"fp32": max(ceiling["matmul_fp32"], ceiling["conv1d_fp32"]),
+            "bf16": max(ceiling["matmul_bf16"], ceiling["conv1d_bf16"])}
+    if args.profile:
+        profile_forward(args.quick)
+        return
+    before_pkg = None if args.before == "none" else import_before(args.before)
+
+    from avgen.nn.blocks import compile_blocks
+
+    rows = []
+    specs = {}
+    for family in args.families.split(","):
+        torch.manual_seed(0)
+        after = FAMILIES[family]("avgen", args.quick)
+        perturb(after["net"])
+        specs[family] = after
+        runs = {"after": Runner(after, old_recipe=False, batch=args.batch)}
+        if before_pkg is not None:
+            before = FAMILIES[family](before_pkg, args.quick)
+            before["net"].load_state_dict(after["net"].state_dict())  # same weights, same keys
+            runs["before"] = Runner(before, old_recipe=True, batch=args.batch)
+            with torch.no_grad():
+                diff = (runs["after"].forward() - runs["before"].forward()).abs().max().item()
+            print(f"{after['name']}: |after - before| forward = {diff:.2e}", flush=True)
+        result = measure(runs, repeats)
+        run = runs["after"]
+        run.net.train()
+        train_flops = flops(lambda: run.train_step(step=False))
+        params = sum(p.numel() for p in after["net"].parameters()) / 1e6
+        rows.append((after, params, train_flops, result))
+        print_tables(rows, peak)  # after every family: a long run that is cut short still reports
+
+    # compiled blocks last (inductor compiles take minutes on a small CPU), timed against eager in one loop
+    if args.compile != "none":
+        for family in [f for f in args.compile_families.split(",") if f in specs]:
+            after = specs[family]
+            compiled = dict(after, net=copy.deepcopy(after["net"]))
+            compile_blocks(compiled["net"], backend=args.compile)
+            runs = {"eager": Runner(after, old_recipe=False, batch=args.batch),
+                    "compiled": Runner(compiled, old_recipe=False, batch=args.batch)}
+            start = time.perf_counter()
+            runs["compiled"].forward(), runs["compiled"].sample_step()
+            compiled["net"].train()
+            runs["compiled"].train_step(step=False)
+            compiled["net"].eval()
+            seconds = time.perf_counter() - start
+            with torch.no_grad():
+                diff = (runs["compiled"].forward() - runs["eager"].forward()).abs().max().item()
+            print(f"\n{after['name']}: compiled ({args.compile}) in {seconds:.0f} s, |compiled - eager| = {diff:.2e}")
+            r = measure(runs, repeats, fp32_only=True)
+            print(f"  fp32 compiled / eager: forward {r['compiled']['fwd_fp32'] / r['eager']['fwd_fp32']:.2f}, "
+                  f"sampling step {r['compiled']['step_fp32'] / r['eager']['step_fp32']:.2f}, "
+                  f"training step {r['compiled']['train_fp32'] / r['eager']['train_fp32']:.2f} "
+                  f"(eager {1000 * r['eager']['train_fp32']:.0f} ms, compiled {1000 * r['compiled']['train_fp32']:.0f} ms)",
+                  flush=True)
+
+
+def profile_forward(quick: bool) -> None:
+    """Where a forward's time goes, fp32 vs bf16 autocast: self CPU time per aten op (top 8)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    spec = foleygenex("avgen", quick)
+    perturb(spec["net"])
+    run = Runner(spec, old_recipe=False, batch=2)
+    run.net.eval()
+    for bf16 in (False, True):
+        run.forward(bf16)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run.forward(bf16)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        print(f"\n{'bf16' if bf16 else 'fp32'} forward: {total / 1e3:.0f} ms self CPU in total")
+        for e in events[:8]:
+            print(f"  {e.key:45s} {e.count:5d} calls {e.self_cpu_time_total / 1e3:8.1f} ms "
+                  f"{100 * e.self_cpu_time_total / total:5.1f}%")
+
+
+def print_tables(rows, peak) -> None:
+    def ms(v: float) -> str:
+        return f"{1000 * v:7.0f}"
+
+    print("\n== absolute (ms; smp = compute seconds per generated second: 25 Euler steps, batched CFG, 1 clip) ==")
+    print(f"{'network':30s} {'Mparam':>6s} {'fwd32':>7s} {'fwd16':>7s} {'train32':>7s} {'train16':>7s} "
+          f"{'smp32':>6s} {'smp16':>6s} {'aten/fwd':>8s}")
+    for spec, params, _, r in rows:
+        a = r["after"]
+        per_second = SAMPLE_STEPS / spec["seconds"]
+        print(f"{spec['name']:30s} {params:6.1f} {ms(a['fwd_fp32'])} {ms(a['fwd_bf16'])} {ms(a['train_fp32'])} "
+              f"{ms(a['train_bf16'])} {a['step_fp32'] * per_second:6.2f} {a['step_bf16'] * per_second:6.2f} "
+              f"{a['aten_fwd']:8.0f}")
+
+    print("\n== ratios and ceiling (training step = preprocess + forward + backward + AdamW) ==")
+    print(f"{'network':30s} {'fwd16/32':>8s} {'trn16/32':>8s} {'smp16/32':>8s} "
+          f"{'train GF/s 32':>14s} {'%ceil32':>7s} {'train GF/s 16':>14s} {'%ceil16':>7s}")
+    for spec, _, train_flops, r in rows:
+        a = r["after"]
+        g32, g16 = train_flops / a["train_fp32"] / 1e9, train_flops / a["train_bf16"] / 1e9
+        print(f"{spec['name']:30s} {a['fwd_bf16'] / a['fwd_fp32']:8.2f} {a['train_bf16'] / a['train_fp32']:8.2f} "
+              f"{a['step_bf16'] / a['step_fp32']:8.2f} {g32:14.1f} {100 * g32 / peak['fp32']:6.0f}% "
+              f"{g16:14.1f} {100 * g16 / peak['bf16']:6.0f}%")
+
+    if all("before" in r for *_, r in rows):
+        print("\n== after / before issue 15 (same weights; before = the old recipe's all-True mask) ==")
+        print(f"{'network':30s} {'fwd32':>6s} {'fwd16':>6s} {'train32':>7s} {'train16':>7s} {'smp32':>6s} {'smp16':>6s} "
+              f"{'aten/fwd after/before':>22s}")
+        for spec, _, _, r in rows:
+            a, b = r["after"], r["before"]
+            q = lambda k: a[k] / b[k]  # noqa: E731
+            print(f"{spec['name']:30s} {q('fwd_fp32'):6.2f} {q('fwd_bf16'):6.2f} {q('train_fp32'):7.2f} "
+                  f"{q('train_bf16'):7.2f} {q('step_fp32'):6.2f} {q('step_bf16'):6.2f} "
+                  f"{a['aten_fwd']:10.0f}/{b['aten_fwd']:<10.0f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
