@@ -32,7 +32,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: cli_support, toy_paper
-from cli_support import FOLEYGENEX_FAST, FOLEYGENEX_TINY, last_checkpoint  # noqa: E402
+from cli_support import FOLEYGENEX_FAST, FOLEYGENEX_TINY, OMNISONIC_FAST, OMNISONIC_TINY, last_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -43,4 +43,15 @@ def foleygenex_fit(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("foleygenex_fit")
     main(["fit", "--config", FOLEYGENEX_TINY, *FOLEYGENEX_FAST, f"--trainer.default_root_dir={root}",
           "--trainer.max_steps=30", "--trainer.val_check_interval=15"])
+    return root, last_checkpoint(root)
+
+
+@pytest.fixture(scope="session")
+def omnisonic_fit(tmp_path_factory) -> tuple[Path, Path]:
+    """(run root, last.ckpt) of the tiny OmniSonic config on 1 s clips trained 6 steps, validated at 3 and 6."""
+    from avgen.cli import main
+
+    root = tmp_path_factory.mktemp("omnisonic_fit")
+    main(["fit", "--config", OMNISONIC_TINY, *OMNISONIC_FAST, f"--trainer.default_root_dir={root}",
+          "--trainer.max_steps=6", "--trainer.val_check_interval=3"])
     return root, last_checkpoint(root)

@@ -161,7 +161,13 @@ def test_edit_keeps_audio_outside_the_window(trained, tmp_path):
         (["--task", "vta", "--reference_audio", "x.wav"], "--reference_audio is used by --task ac-vta / fe / edit"),
     ],
 )
-def test_bad_task_flags_name_the_fix(trained, tmp_path, args, message):
+def test_bad_task_flags_name_the_fix(trained, tmp_path, monkeypatch, args, message):
+    from avgen.cli.lightning import AvgenCLI
+
+    def build(self):
+        raise AssertionError("the model was built before the flags were checked")
+
+    monkeypatch.setattr(AvgenCLI, "instantiate_classes", build)  # refused before the model is built
     with pytest.raises(ValueError) as error:
         generate(trained, tmp_path / "out", *args)
     assert message in str(error.value)

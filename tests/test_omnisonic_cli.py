@@ -10,31 +10,16 @@ import torch
 
 from avgen.cli import main, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+from cli_support import OMNISONIC_FAST as FAST
+from cli_support import OMNISONIC_TINY as TINY
+from cli_support import REPO
+
 CONFIGS = REPO / "configs" / "omnisonic"
-TINY = str(CONFIGS / "tiny.yaml")
-FAST = [
-    "--data.init_args.batch_size=3",
-    "--data.init_args.train_size=6",
-    "--data.init_args.val_size=3",
-    "--data.init_args.test_size=3",
-    "--data.init_args.predict_size=1",
-    "--data.init_args.duration=1.0",
-    "--model.init_args.duration=1.0",
-    "--model.init_args.num_val_sampling_steps=2",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-]
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("omnisonic_fit")
-    main(["fit", "--config", TINY, *FAST, f"--trainer.default_root_dir={root}", "--trainer.max_steps=6",
-          "--trainer.val_check_interval=3"])
-    checkpoints = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
-    assert checkpoints
-    return root, checkpoints[-1]
+def fitted(omnisonic_fit) -> tuple[Path, Path]:
+    return omnisonic_fit  # the session's tiny OmniSonic run (tests/conftest.py): 6 steps, validated at 3 and 6
 
 
 @pytest.mark.slow

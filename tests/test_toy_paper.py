@@ -1,9 +1,10 @@
 """The plug-in contract, proven by a test-only paper (tests/toy_paper/) that changes no file of avgen.
 
 Through the ``avgen`` command: ``avgen fit`` trains it and ``avgen generate`` takes its own option
-(``--noise_scale``, declared by its options dataclass) in the console script; ``--help`` lists the option,
-``avgen summary`` counts the paper (in-process ``avgen.cli.main``, the same entry), and the checkpoint reloads
-as the toy paper's model (``weights_only=True``).
+(``--noise_scale``, declared by its options dataclass), once in the console script with the paper on
+PYTHONPATH; ``--help`` lists the option, ``avgen summary`` counts the paper (fit, help and summary run
+in-process ``avgen.cli.main``, the console script's entry), and the checkpoint reloads as the toy paper's
+model (``weights_only=True``).
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ def avgen(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
+    from avgen.cli import main
+
     root = tmp_path_factory.mktemp("toy")
-    avgen("fit", "--config", CONFIG, f"--trainer.default_root_dir={root}", cwd=root)
+    main(["fit", "--config", CONFIG, f"--trainer.default_root_dir={root}"])  # toy_paper imports from tests/ (conftest)
     return next(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"))
 
 

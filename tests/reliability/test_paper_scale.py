@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,23 +67,42 @@ def test_trainable_speecht5_uses_every_layer_every_step(layerdrop_speecht5):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_fit_with_a_trainable_speecht5(layerdrop_speecht5, tmp_path):
-    avgen = Path(sys.executable).with_name("avgen")
-    command = [
-        str(avgen), "fit", "--config", str(REPO / "configs/omnisonic/tiny.yaml"),
-        "--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
+def test_two_process_ddp_fits_foleygenex_and_omnisonic_with_a_trainable_speecht5(layerdrop_speecht5, tmp_path):
+    """The suite's 2-process DDP fits (CPU, gloo), both in one launch of the ranks (tests/cli_support.py):
+
+    * FoleyGenEx's tiny config: its BalancedDataModule shards the batches per rank itself (no distributed
+      sampler), validation with generation at step 3, last.ckpt at step 3;
+    * OmniSonic's tiny config with a trainable SpeechT5 whose config asks for LayerDrop 0.9: DDP fails at
+      the second step if a step leaves a layer without gradient (the encoder must use every layer).
+    """
+    from cli_support import FOLEYGENEX_FAST, FOLEYGENEX_TINY, last_checkpoint
+
+    ddp = ["--trainer.strategy=ddp", "--trainer.devices=2"]
+    foleygenex_root, omnisonic_root = tmp_path / "foleygenex", tmp_path / "omnisonic"
+    foleygenex = [
+        "fit", "--config", FOLEYGENEX_TINY, *FOLEYGENEX_FAST, *ddp, f"--trainer.default_root_dir={foleygenex_root}",
+        "--trainer.max_steps=3", "--trainer.use_distributed_sampler=false",  # BalancedDataModule shards per rank
+        "--trainer.val_check_interval=3", "--model.init_args.num_val_generate_batches=1",
+    ]
+    omnisonic = [
+        "fit", "--config", str(REPO / "configs/omnisonic/tiny.yaml"), *ddp,
+        "--trainer.max_steps=2", "--trainer.limit_val_batches=0",
         "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false", "--trainer.logger=false",
-        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.default_root_dir={omnisonic_root}",
         f"--model.init_args.speech_encoder.init_args.model_name={layerdrop_speecht5}",
         "--model.init_args.speech_encoder.init_args.tokenizer=char",
         "--data.init_args.batch_size=2", "--data.init_args.train_size=8", "--data.init_args.duration=1.0",
         "--model.init_args.duration=1.0",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1"}
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=480)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "`Trainer.fit` stopped: `max_steps=2` reached" in done.stderr
+           "OMP_NUM_THREADS": "1", "PL_DISABLE_FORK": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(REPO / "tests" / "cli_support.py"), json.dumps([foleygenex, omnisonic])],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "`Trainer.fit` stopped: `max_steps=3` reached" in done.stderr  # FoleyGenEx
+    assert torch.load(last_checkpoint(foleygenex_root), map_location="cpu", weights_only=True)["global_step"] == 3
+    assert "`Trainer.fit` stopped: `max_steps=2` reached" in done.stderr  # OmniSonic, both steps with every layer
+    assert "Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2" in done.stderr
 
 
 def test_omnisonic_stage_configs_name_jsonl_manifests_and_chain_the_checkpoint(tmp_path):

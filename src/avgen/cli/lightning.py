@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
+import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
 import avgen.codecs  # noqa: F401  (short class names in configs resolve only for imported classes)
@@ -18,6 +20,7 @@ import avgen.training  # noqa: F401
 from avgen.checkpoints import check_checkpoint_class, read_training_checkpoint
 from avgen.cli.generate import generation_interface_for, model_class_from_args, run_generate
 from avgen.conditioning.tiny import register_tiny_models
+from avgen.data.spec import MediaSpec
 from avgen.models.base import FlowMatchingModule
 from avgen.models.generation import GenerationInputs, GenerationInterface, SamplingOptions
 from avgen.training.checkpointing import find_last_checkpoint
@@ -71,8 +74,14 @@ class AvgenTrainer(L.Trainer):
 class AvgenCLI(LightningCLI):
     """LightningCLI with the ``generate`` subcommand, whose options come from the configured paper."""
 
-    def __init__(self, *args: Any, generation: GenerationInterface | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, generation: GenerationInterface | None = None, subcommand: str | None = None,
+                 **kwargs: Any) -> None:
         self.generation = generation or GenerationInterface()
+        if subcommand in self.subcommands():
+            # Only the parser of the subcommand that runs: each one inspects the Trainer, model and data
+            # classes, which takes longer than parsing the config.
+            only = {subcommand: self.subcommands()[subcommand]}
+            self.subcommands = lambda: only  # type: ignore[method-assign]
         super().__init__(*args, **kwargs)
 
     @staticmethod
@@ -117,11 +126,49 @@ class AvgenCLI(LightningCLI):
     def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
         kwargs = super()._prepare_subcommand_kwargs(subcommand)
         if subcommand == "generate":
-            config = self.config_init[subcommand]
-            options_class = self.generation.options_class
-            kwargs["options"] = options_class(**{f.name: config.get(f.name, f.default)
-                                                 for f in dataclasses.fields(options_class)})
+            kwargs["options"] = self._generation_options(self.config_init[subcommand])
         return kwargs
+
+    def _dump_config(self) -> None:
+        """Lightning's dump of the config (stored as the model's and data's hyper-parameters), without
+        validating again the config it has just parsed: validation takes 80 % of the dump, which is a
+        third of building a tiny model."""
+        if hasattr(self, "config_dump"):
+            return
+        dump = self.parser.dump(self.config, skip_link_targets=False, skip_none=False, format="yaml", skip_check=True)
+        self.config_dump = yaml.safe_load(dump)
+        if "subcommand" in self.config:
+            self.config_dump = self.config_dump[self.config.subcommand]
+
+    def _generation_options(self, config: Any) -> Any:
+        """The paper's options dataclass from the parsed ``generate`` flags."""
+        options_class = self.generation.options_class
+        return options_class(**{f.name: config.get(f.name, f.default) for f in dataclasses.fields(options_class)})
+
+    def _check_generate_flags(self) -> None:
+        """Refuse ``generate`` flags that do not fit the paper's tasks before the model is built.
+
+        Building a model (its text, vision and speech encoders) takes seconds on the tiny configs and
+        minutes at paper size; the paper's checks need only the flags and the data's clip length, which
+        the datamodule (cheap to build) declares. ``run_generate`` checks again with the built model.
+        """
+        config = self.config["generate"]
+        options = self._generation_options(config)
+        inputs = GenerationInputs(**{name: config.get(name) for name in GENERATE_INPUTS},
+                                  has_datamodule=config.get("data") is not None)
+        media = self._configured_media()
+        if media is not None:  # else only the model knows the clip length: run_generate checks
+            self.generation.check(options, inputs, clip_seconds=media.duration)
+
+    def _configured_media(self) -> Optional[MediaSpec]:
+        """The media spec of the configured datamodule, built alone (None: no datamodule, or it declares none)."""
+        data = self.config["generate"].get("data")
+        if data is None:
+            return None
+        # Only the data key: the parser instantiates what the namespace holds, not the model.
+        only_data = Namespace(subcommand="generate", generate=Namespace(data=data.clone()))
+        instantiate = getattr(self.parser, "instantiate", None) or self.parser.instantiate_classes  # jsonargparse < 4.49
+        return MediaSpec.of(instantiate(only_data, instantiate_groups=False).generate.data)
 
     def _checkpoint_roots(self, subcommand: str) -> list[str]:
         """Where earlier runs of this config wrote checkpoints: ``<default_root_dir>/lightning_logs``
@@ -131,10 +178,13 @@ class AvgenCLI(LightningCLI):
         return [str(root / "lightning_logs"), *_dirpaths(trainer.get("callbacks"))]
 
     def _parse_ckpt_path(self) -> None:
-        """Refuse another paper's checkpoint before its hyper-parameters replace the config's model."""
+        """Refuse ``generate`` flags that do not fit, then another paper's checkpoint, before its
+        hyper-parameters replace the config's model (LightningCLI calls this right after parsing)."""
         if not self.config.get("subcommand"):
             return
         subcommand = self.config.subcommand
+        if subcommand == "generate":
+            self._check_generate_flags()  # before the checkpoint is read and the model is built
         ckpt_path = self.config[subcommand].get("ckpt_path")
         if ckpt_path == "last":  # the newest last.ckpt of earlier runs (Lightning looks in the new, empty run)
             ckpt_path = str(find_last_checkpoint(self._checkpoint_roots(subcommand)))
@@ -160,6 +210,10 @@ class AvgenCLI(LightningCLI):
             raise
 
 
+# The explicit inputs of ``avgen generate`` (AvgenTrainer.generate's arguments, GenerationInputs' fields).
+GENERATE_INPUTS = ("manifest", "video", "caption", "offscreen_caption", "transcript", "lyrics", "reference_audio")
+
+
 def _dirpaths(callbacks: Any) -> list[str]:
     """``dirpath`` of every ModelCheckpoint among configured trainer callbacks."""
     found = []
@@ -181,6 +235,7 @@ def run_cli(args: ArgsType = None, *, run: bool = True) -> AvgenCLI:
         FlowMatchingModule,
         L.LightningDataModule,
         generation=generation,
+        subcommand=argv[0] if argv and run else None,
         subclass_mode_model=True,
         subclass_mode_data=True,
         trainer_class=AvgenTrainer,
