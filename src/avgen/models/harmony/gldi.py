@@ -60,7 +60,8 @@ class CrossModalAttention(nn.Module):
     """Pre-norm cross-attention from one modality to another with a zero-initialised output.
 
     LN_affine(x) -> q, LN_affine(source) -> k, v; q/k RMSNorm across heads (Wan); RoPE angles on
-    either side; (B, Lq, D) -> (B, Lq, D) update (0 at initialisation).
+    either side; (B, Lq, D) -> (B, Lq, D) update (0 at initialisation, and 0 for a query whose
+    (B, Lq, Lk) mask row is empty).
     """
 
     def __init__(self, dim: int, source_dim: int, num_heads: int, eps: float = 1e-6):
@@ -89,7 +90,11 @@ class CrossModalAttention(nn.Module):
     ) -> Tensor:
         h = _layer_norm_fp32(x, self.norm_query).to(x.dtype)
         s = _layer_norm_fp32(source, self.norm_source).to(source.dtype)
-        return self.attn(h, s, mask=mask, query_angles=query_angles, key_angles=key_angles)
+        out = self.attn(h, s, mask=mask, query_angles=query_angles, key_angles=key_angles)
+        if mask is not None and mask.dim() == 3:
+            # a query with nothing in its window (padding) gets no update, not the output bias
+            out = out * mask.any(dim=-1, keepdim=True).to(out.dtype)
+        return out
 
 
 def window_mask(video_frames: Tensor, audio_lengths: Tensor, num_frames: int, num_audio: int, window: int) -> Tensor:
