@@ -215,7 +215,34 @@ def test_paper_size_counts_match_the_spec():
 def test_bad_configurations_are_refused():
     with pytest.raises(ValueError, match="video_num_layers .* must equal"):
         HarmonyNetwork(**{**TINY, "video_num_layers": 3})
-    with pytest.raises(ValueError, match="'dual'"):
-        HarmonyNetwork(**{**TINY, "audio_mmdit": "dual"})
+    with pytest.raises(ValueError, match="audio_mmdit must be one of"):
+        HarmonyNetwork(**{**TINY, "audio_mmdit": "sd3"})
     with pytest.raises(ValueError, match="rope_align"):
         HarmonyNetwork(**{**TINY, "rope_align": "scaled"})
+
+
+def test_dual_stream_audio_blocks_with_tied_weights_equal_single_blocks():
+    """``audio_mmdit: dual`` (SD3 two-stream): with the text stream's weights equal to the audio stream's, one
+    joint attention over [R | A] + [S | P] is the single-stream block; untied text weights change the output."""
+    single = _network(randomize_gldi=True)
+    dual = _network(randomize_gldi=True, audio_mmdit="dual")
+    state = {k: v for k, v in single.state_dict().items() if not k.startswith("audio.blocks.")}
+    for i, block in enumerate(single.audio.blocks):
+        for stream in ("audio", "text"):
+            for name, value in block.state_dict().items():
+                state[f"audio.blocks.{i}.{stream}.{name}"] = value
+    dual.load_state_dict(state)
+    conditions = _conditions(single)
+    audio, video, audio_mask, frame_lengths = _latents()
+    t = torch.tensor([0.2, 0.5, 0.9])
+    kwargs = dict(video_x=video, video_t=t, audio_mask=audio_mask, video_frame_lengths=frame_lengths)
+    with torch.no_grad():
+        expected = single(audio, t, conditions, **kwargs)
+        tied = dual(audio, t, conditions, **kwargs)
+        for out, ref in zip(tied, expected):
+            torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        dual.audio.blocks[0].text.ffn.fc1.weight.add_(0.5 * torch.randn_like(dual.audio.blocks[0].text.ffn.fc1.weight))
+        untied = dual(audio, t, conditions, **kwargs)
+    assert not torch.allclose(untied[0], expected[0], atol=1e-4)
+    count = sum(p.numel() for p in create_network("harmony", device="meta", audio_mmdit="dual").audio.parameters())
+    assert abs(count - 8.18e9) / 8.18e9 < 0.01  # spec §3: 4.40B + 30 x 125.9M text stream

@@ -33,8 +33,10 @@ P         Wan text embedding of umT5 features      none                        t
   is masked) and the audio mask, P by the caption mask ([D]: Wan's video text attends its zero
   padding; here the caption is in-context, so its padding is masked).
 
-``audio_mmdit: "dual"`` (SD3 two-stream, 251.8M per block at paper size) is not built; the option
-raises and says so.
+``audio_mmdit: "dual"`` (option): SD3 two-stream blocks (:class:`DualStreamWanBlock`): the audio group
+[R | A] and the text group [S | P] each have their own q/k/v/o, FFN and modulation table and meet in
+one joint attention; the text stream is modulated by the same per-sample t_a (spec §1.4.2;
+251.8M per block at paper size).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ from avgen.conditioning.lyrics import TextEmbedding
 from avgen.models.harmony.video_network import WanBlock, _layer_norm_fp32
 from avgen.nn import (
     MLP,
+    joint_attention,
     ChannelLastConv1d,
     ConvMLP,
     TimestepEmbedding,
@@ -59,9 +62,9 @@ from avgen.nn import (
     rope_angles,
 )
 
-__all__ = ["AudioTokens", "HarmonyAudioNetwork", "partial_rope_angles", "resolve_rope_dim"]
+__all__ = ["AudioTokens", "DualStreamWanBlock", "HarmonyAudioNetwork", "partial_rope_angles", "resolve_rope_dim"]
 
-MMDIT_MODES = ("single",)
+MMDIT_MODES = ("single", "dual")
 INPUT_PROJECTIONS = ("conv", "linear")
 
 
@@ -116,6 +119,53 @@ class AudioTokens:
         return slice(self.lengths[0], self.lengths[0] + self.lengths[1])
 
 
+class DualStreamWanBlock(nn.Module):
+    """SD3-style two-stream block built from two Wan blocks without cross-attention (``audio_mmdit: dual``).
+
+    Stream 1 is the audio group [R | A], stream 2 the text group [S | P]; each has its own modulation
+    table, q/k/v/o and FFN, and the two meet in ONE attention over the whole sequence
+    (:func:`avgen.nn.joint_attention`). Same three-part interface as :class:`WanBlock`, with the
+    stream boundary ``split`` (= L_r + T_a) given to :meth:`modulation_terms`.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, *, eps: float = 1e-6):
+        super().__init__()
+        self.audio = WanBlock(dim, ffn_dim, num_heads, eps=eps, cross_attention=False)
+        self.text = WanBlock(dim, ffn_dim, num_heads, eps=eps, cross_attention=False)
+        self.eps = eps
+
+    def modulation_terms(self, e0: Tensor, split: int) -> tuple:
+        per_token = e0.shape[1] > 1
+        e0_audio, e0_text = (e0[:, :split], e0[:, split:]) if per_token else (e0, e0)
+        return split, self.audio.modulation_terms(e0_audio), self.text.modulation_terms(e0_text)
+
+    def self_attention_residual(self, x: Tensor, terms: tuple, angles: Tensor, mask: Tensor | None = None) -> Tensor:
+        split, *stream_terms = terms
+        dtype = x.dtype
+        parts, qkvs = (x[:, :split], x[:, split:]), []
+        for block, part, stream, span in zip(
+            (self.audio, self.text), parts, stream_terms, (slice(None, split), slice(split, None))
+        ):
+            shift1, scale1 = stream[:2]
+            h = modulate(_layer_norm_fp32(part, eps=self.eps), shift1, scale1).to(dtype)
+            qkvs.append(block.self_attn.project(h, query_angles=angles[..., span, :]))
+        key_masks = None if mask is None else (mask[:, :split], mask[:, split:])
+        outs = joint_attention(qkvs, key_masks)
+        updated = []
+        for block, part, out, stream in zip((self.audio, self.text), parts, outs, stream_terms):
+            gate1 = stream[2]
+            attended = block.self_attn.o(rearrange(out, "b h l d -> b l (h d)"))
+            updated.append((part.float() + attended.float() * gate1).to(dtype))
+        return torch.cat(updated, dim=1)
+
+    def ffn_residual(self, x: Tensor, terms: tuple) -> Tensor:
+        split, audio_terms, text_terms = terms
+        return torch.cat(
+            (self.audio.ffn_residual(x[:, :split], audio_terms), self.text.ffn_residual(x[:, split:], text_terms)),
+            dim=1,
+        )
+
+
 class HarmonyAudioNetwork(nn.Module):
     """Audio MM-DiT of Harmony (spec §1.4.2). Wan timesteps in, v_wan out (the joint network maps avgen time).
 
@@ -149,10 +199,7 @@ class HarmonyAudioNetwork(nn.Module):
         if dim % num_heads:
             raise ValueError(f"audio dim {dim} is not divisible by num_heads {num_heads}")
         if mmdit not in MMDIT_MODES:
-            raise ValueError(
-                f"audio_mmdit {mmdit!r} is not available (built: {MMDIT_MODES}); 'dual' (SD3 two-stream) is not "
-                "implemented yet, use 'single'"
-            )
+            raise ValueError(f"audio_mmdit must be one of {MMDIT_MODES}, got {mmdit!r}")
         if input_projection not in INPUT_PROJECTIONS:
             raise ValueError(f"input_projection must be one of {INPUT_PROJECTIONS}, got {input_projection!r}")
         self.latent_channels = latent_channels
@@ -179,9 +226,11 @@ class HarmonyAudioNetwork(nn.Module):
         self.speech_projection = nn.Linear(speech_dim, dim)
         self.time_embedding = TimestepEmbedding(dim, frequency_dim=freq_dim, order="cos_sin")
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
-        self.blocks = nn.ModuleList(
-            [WanBlock(dim, ffn_dim, num_heads, eps=eps, cross_attention=False) for _ in range(num_layers)]
-        )
+        if mmdit == "single":
+            blocks = [WanBlock(dim, ffn_dim, num_heads, eps=eps, cross_attention=False) for _ in range(num_layers)]
+        else:
+            blocks = [DualStreamWanBlock(dim, ffn_dim, num_heads, eps=eps) for _ in range(num_layers)]
+        self.blocks = nn.ModuleList(blocks)
         self.head_modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
         self.head = nn.Linear(dim, latent_channels)
         self.reset_parameters()
@@ -290,10 +339,9 @@ class HarmonyAudioNetwork(nn.Module):
         # Per-token timesteps: R clean (Wan timestep 0 = avgen t 1), everything else at t_a. Only two
         # distinct values, so embed both and select per token (the projection is per token).
         e_target = self.time_embedding(wan_timesteps.to(device)[:, None])  # (B, 1, D)
-        e0_target = rearrange(self.time_projection(e_target), "b l (n d) -> b l n d", n=6)
+        e0_target = self._project_time(e_target)
         if num_reference:
-            e_clean = self.time_embedding(torch.zeros(1, 1, device=device))
-            e0_clean = rearrange(self.time_projection(e_clean), "b l (n d) -> b l n d", n=6)
+            e0_clean = self._project_time(self.time_embedding(torch.zeros(1, 1, device=device)))
             is_reference = (torch.arange(tokens.shape[1], device=device) < num_reference)[None, :, None, None]
             e0 = torch.where(is_reference, e0_clean, e0_target)
         else:
@@ -311,18 +359,40 @@ class HarmonyAudioNetwork(nn.Module):
             target_lengths=target_lengths,
         )
 
+    def _project_time(self, e: Tensor) -> Tensor:
+        """e (B, L, D) -> e0 (B, L, 6, D); the projection may run in a lower precision than the fp32 time
+        embedding (as in :meth:`WanVideoNetwork.time_embeddings`)."""
+        e0 = self.time_projection(e.to(self.time_projection[1].weight.dtype))
+        return rearrange(e0, "b l (n d) -> b l n d", n=6)
+
     def final_layer(self, tokens: Tensor, state: AudioTokens) -> Tensor:
         """Wan's head on the A tokens only: (B, L, D) -> v_wan (B, T_a, C)."""
         target = tokens[:, state.target_slice]
         shift, scale = (self.head_modulation.float() + state.e_target.float()[:, :, None]).unbind(dim=2)
         return self.head(modulate(_layer_norm_fp32(target, eps=self.eps), shift, scale).to(target.dtype))
 
+    # ------------------------------------------------------------------ blocks, in parts (for GLDI) or whole
+    def block_terms(self, index: int, state: AudioTokens) -> tuple:
+        """Modulation terms of block ``index`` for this sequence (the dual block also needs the stream split)."""
+        block = self.blocks[index]
+        if isinstance(block, DualStreamWanBlock):
+            return block.modulation_terms(state.e0, state.lengths[0] + state.lengths[1])
+        return block.modulation_terms(state.e0)
+
+    def block_self_attention(self, index: int, x: Tensor, terms: tuple, state: AudioTokens) -> Tensor:
+        return self.blocks[index].self_attention_residual(x, terms, state.angles, state.mask)
+
+    def block_ffn(self, index: int, x: Tensor, terms: tuple) -> Tensor:
+        return self.blocks[index].ffn_residual(x, terms)
+
+    def block(self, index: int, x: Tensor, state: AudioTokens) -> Tensor:
+        """Block ``index`` in full: self/joint attention, then the FFN (no text cross-attention)."""
+        terms = self.block_terms(index, state)
+        return self.block_ffn(index, self.block_self_attention(index, x, terms, state), terms)
+
     def run_blocks(self, state: AudioTokens, checkpoint_fn=None) -> Tensor:
         """The audio-only stack (stages 1-2; no GLDI): every block in full."""
         x = state.x
-        for block in self.blocks:
-            if checkpoint_fn is None:
-                x = block(x, state.e0, None, state.angles, state.mask)
-            else:
-                x = checkpoint_fn(block, x, state.e0, None, state.angles, state.mask)
+        for index in range(len(self.blocks)):
+            x = self.block(index, x, state) if checkpoint_fn is None else checkpoint_fn(self.block, index, x, state)
         return x

@@ -66,7 +66,7 @@ class HarmonyNetwork(nn.Module):
     """Video branch (Wan2.2 DiT) + audio branch (MM-DiT) + GLDI per layer pair. Flat kwargs (configs set them).
 
     Video kwargs (``video_*``) are :class:`WanVideoNetwork`'s; audio kwargs (``audio_*``, ``speech_*``)
-    are :class:`HarmonyAudioNetwork`'s. GLDI: ``gldi`` "on" | "off" (Ovi-style global baseline),
+    are :class:`HarmonyAudioNetwork`'s (``audio_mmdit`` "single" | "dual"). GLDI: ``gldi`` "on" | "off" (Ovi-style global baseline),
     ``rope_align`` "aligned" | "raw" | "none", ``window`` w, ``gldi_rope_dim`` ("t_band" = 44 of 128
     channels, "full", or an int). ``gradient_checkpointing`` recomputes each layer pair in the
     backward pass (``torch.utils.checkpoint``, non-reentrant) while training.
@@ -261,11 +261,11 @@ class HarmonyNetwork(nn.Module):
         self, index: int, a: Tensor, v: Tensor, audio: AudioTokens, video: WanTokens, geometry: GLDIGeometry
     ) -> tuple[Tensor, Tensor]:
         """Layer pair ``index`` (spec "Block order [D]"): self-attentions, cross-modal reads, FFNs."""
-        audio_block, video_block, gldi = self.audio.blocks[index], self.video.blocks[index], self.gldi[index]
-        audio_terms = audio_block.modulation_terms(audio.e0)
+        video_block, gldi = self.video.blocks[index], self.gldi[index]
+        audio_terms = self.audio.block_terms(index, audio)
         video_terms = video_block.modulation_terms(video.e0)
         # 1. self-attentions
-        a = audio_block.self_attention_residual(a, audio_terms, audio.angles, audio.mask)
+        a = self.audio.block_self_attention(index, a, audio_terms, audio)
         v = video_block.self_attention_residual(v, video_terms, video.angles, video.mask)
         a_read, v_read = a, v  # 2. what the other modality reads
         num_ref, num_target = audio.lengths[:2]
@@ -285,7 +285,7 @@ class HarmonyNetwork(nn.Module):
             parts = [audio_latents + gldi.audio_update(audio_latents, v_read, geometry)]
         a = torch.cat([*parts, a_read[:, num_ref + num_target :]], dim=1)
         # 4. FFNs
-        a = audio_block.ffn_residual(a, audio_terms)
+        a = self.audio.block_ffn(index, a, audio_terms)
         v = video_block.ffn_residual(v, video_terms)
         return a, v
 
