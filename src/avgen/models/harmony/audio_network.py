@@ -124,8 +124,7 @@ class DualStreamWanBlock(nn.Module):
 
     Stream 1 is the audio group [R | A], stream 2 the text group [S | P]; each has its own modulation
     table, q/k/v/o and FFN, and the two meet in ONE attention over the whole sequence
-    (:func:`avgen.nn.joint_attention`). Same three-part interface as :class:`WanBlock`, with the
-    stream boundary ``split`` (= L_r + T_a) given to :meth:`modulation_terms`.
+    (:func:`avgen.nn.joint_attention`). ``forward(..., split=L_r + T_a, part=...)`` as :class:`WanBlock`'s.
     """
 
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, *, eps: float = 1e-6):
@@ -134,36 +133,45 @@ class DualStreamWanBlock(nn.Module):
         self.text = WanBlock(dim, ffn_dim, num_heads, eps=eps, cross_attention=False)
         self.eps = eps
 
-    def modulation_terms(self, e0: Tensor, split: int) -> tuple:
-        per_token = e0.shape[1] > 1
-        e0_audio, e0_text = (e0[:, :split], e0[:, split:]) if per_token else (e0, e0)
-        return split, self.audio.modulation_terms(e0_audio), self.text.modulation_terms(e0_text)
-
-    def self_attention_residual(self, x: Tensor, terms: tuple, angles: Tensor, mask: Tensor | None = None) -> Tensor:
-        split, *stream_terms = terms
+    def self_attention_residual(self, x: Tensor, e0: Tensor, split: int, angles: Tensor, mask: Tensor | None) -> Tensor:
+        """Both streams' gated residual around ONE joint attention over [audio group | text group]."""
         dtype = x.dtype
-        parts, qkvs = (x[:, :split], x[:, split:]), []
-        for block, part, stream, span in zip(
-            (self.audio, self.text), parts, stream_terms, (slice(None, split), slice(split, None))
-        ):
-            shift1, scale1 = stream[:2]
+        e0_parts = (e0[:, :split], e0[:, split:]) if e0.shape[1] > 1 else (e0, e0)
+        parts, spans = (x[:, :split], x[:, split:]), (slice(None, split), slice(split, None))
+        qkvs, gates = [], []
+        for block, part, e0_part, span in zip((self.audio, self.text), parts, e0_parts, spans):
+            shift1, scale1, gate1 = block.modulation_terms(e0_part, 0)
             h = modulate(_layer_norm_fp32(part, eps=self.eps), shift1, scale1).to(dtype)
             qkvs.append(block.self_attn.project(h, query_angles=angles[..., span, :]))
+            gates.append(gate1)
         key_masks = None if mask is None else (mask[:, :split], mask[:, split:])
         outs = joint_attention(qkvs, key_masks)
         updated = []
-        for block, part, out, stream in zip((self.audio, self.text), parts, outs, stream_terms):
-            gate1 = stream[2]
+        for block, part, out, gate1 in zip((self.audio, self.text), parts, outs, gates):
             attended = block.self_attn.o(rearrange(out, "b h l d -> b l (h d)"))
             updated.append((part.float() + attended.float() * gate1).to(dtype))
         return torch.cat(updated, dim=1)
 
-    def ffn_residual(self, x: Tensor, terms: tuple) -> Tensor:
-        split, audio_terms, text_terms = terms
-        return torch.cat(
-            (self.audio.ffn_residual(x[:, :split], audio_terms), self.text.ffn_residual(x[:, split:], text_terms)),
-            dim=1,
-        )
+    def ffn_residual(self, x: Tensor, e0: Tensor, split: int) -> Tensor:
+        e0_audio, e0_text = (e0[:, :split], e0[:, split:]) if e0.shape[1] > 1 else (e0, e0)
+        audio = self.audio.ffn_residual(x[:, :split], self.audio.modulation_terms(e0_audio, 1))
+        text = self.text.ffn_residual(x[:, split:], self.text.modulation_terms(e0_text, 1))
+        return torch.cat((audio, text), dim=1)
+
+    def forward(
+        self, x: Tensor, e0: Tensor, angles: Tensor, mask: Tensor | None = None, *, split: int, part: str = "all"
+    ) -> Tensor:
+        """x (B, L, D) = [audio group (``split`` tokens) | text group]; ``part`` "all", "self_attention" or "ffn".
+
+        Wrap THIS module as one FSDP unit (not its inner WanBlocks, whose ``forward`` it does not call).
+        """
+        if part in ("all", "self_attention"):
+            x = self.self_attention_residual(x, e0, split, angles, mask)
+        if part in ("all", "ffn"):
+            x = self.ffn_residual(x, e0, split)
+        if part not in ("all", "self_attention", "ffn"):
+            raise ValueError(f"part must be 'all', 'self_attention' or 'ffn', got {part!r}")
+        return x
 
 
 class HarmonyAudioNetwork(nn.Module):
@@ -372,23 +380,17 @@ class HarmonyAudioNetwork(nn.Module):
         return self.head(modulate(_layer_norm_fp32(target, eps=self.eps), shift, scale).to(target.dtype))
 
     # ------------------------------------------------------------------ blocks, in parts (for GLDI) or whole
-    def block_terms(self, index: int, state: AudioTokens) -> tuple:
-        """Modulation terms of block ``index`` for this sequence (the dual block also needs the stream split)."""
+    def block_part(self, index: int, part: str, x: Tensor, state: AudioTokens) -> Tensor:
+        """Block ``index``: ``part`` "all", "self_attention" (self / joint attention) or "ffn", through its forward."""
         block = self.blocks[index]
-        if isinstance(block, DualStreamWanBlock):
-            return block.modulation_terms(state.e0, state.lengths[0] + state.lengths[1])
-        return block.modulation_terms(state.e0)
-
-    def block_self_attention(self, index: int, x: Tensor, terms: tuple, state: AudioTokens) -> Tensor:
-        return self.blocks[index].self_attention_residual(x, terms, state.angles, state.mask)
-
-    def block_ffn(self, index: int, x: Tensor, terms: tuple) -> Tensor:
-        return self.blocks[index].ffn_residual(x, terms)
+        if self.mmdit == "dual":
+            split = state.lengths[0] + state.lengths[1]
+            return block(x, state.e0, state.angles, state.mask, split=split, part=part)
+        return block(x, state.e0, None, state.angles, state.mask, part=part)
 
     def block(self, index: int, x: Tensor, state: AudioTokens) -> Tensor:
         """Block ``index`` in full: self/joint attention, then the FFN (no text cross-attention)."""
-        terms = self.block_terms(index, state)
-        return self.block_ffn(index, self.block_self_attention(index, x, terms, state), terms)
+        return self.block_part(index, "all", x, state)
 
     def run_blocks(self, state: AudioTokens, checkpoint_fn=None) -> Tensor:
         """The audio-only stack (stages 1-2; no GLDI): every block in full."""

@@ -234,18 +234,28 @@ class GLDILayer(nn.Module):
         self.video_to_audio = CrossModalAttention(audio_dim, video_dim, audio_heads, eps)
         self.global_style = CrossModalAttention(audio_dim, video_dim, audio_heads, eps) if mode == "on" else None
 
+    def forward(self, x: Tensor, source: Tensor, geometry: GLDIGeometry, *, direction: str) -> Tensor:
+        """The update of one direction: ``"a2v"`` (x video, source audio), ``"v2a"`` (x audio target or
+        [R | A] in the baseline, source video) or ``"global"`` (x reference tokens, source video).
+        Every call goes through ``forward`` (FSDP units and checkpoint wrappers hook it)."""
+        if direction == "a2v":
+            return self.audio_to_video(x, source, geometry.a2v_mask, geometry.a2v_query_angles, geometry.a2v_key_angles)
+        if direction == "v2a":
+            return self.video_to_audio(x, source, geometry.v2a_mask, geometry.v2a_query_angles, geometry.v2a_key_angles)
+        if direction == "global":
+            if self.global_style is None:
+                raise RuntimeError("gldi='off' has no global style path")
+            return self.global_style(x, source, geometry.global_mask)
+        raise ValueError(f"direction must be 'a2v', 'v2a' or 'global', got {direction!r}")
+
     def video_update(self, video: Tensor, audio_source: Tensor, geometry: GLDIGeometry) -> Tensor:
-        """dz_v (B, L_v, Dv): video tokens read the audio (target tokens; [R | A] in the baseline)."""
-        return self.audio_to_video(
-            video, audio_source, geometry.a2v_mask, geometry.a2v_query_angles, geometry.a2v_key_angles
-        )
+        """dz_v (B, L_v, Dv) (Main Eq. 5-6): video tokens read the audio (target tokens; [R | A] in the baseline)."""
+        return self(video, audio_source, geometry, direction="a2v")
 
     def audio_update(self, audio: Tensor, video_source: Tensor, geometry: GLDIGeometry) -> Tensor:
         """dz_a (B, T_a, Da) for the target tokens (or [R | A] in the baseline): audio reads the video."""
-        return self.video_to_audio(
-            audio, video_source, geometry.v2a_mask, geometry.v2a_query_angles, geometry.v2a_key_angles
-        )
+        return self(audio, video_source, geometry, direction="v2a")
 
     def reference_update(self, reference: Tensor, video_source: Tensor, geometry: GLDIGeometry) -> Tensor:
         """dz_r (B, L_r, Da) (Main Eq. 7): reference tokens read every valid video token, no RoPE."""
-        return self.global_style(reference, video_source, geometry.global_mask)
+        return self(reference, video_source, geometry, direction="global")

@@ -36,11 +36,11 @@ from torch.utils.checkpoint import checkpoint
 from avgen.models.harmony.audio_network import AudioTokens, HarmonyAudioNetwork, resolve_rope_dim
 from avgen.models.harmony.gldi import GLDI_MODES, ROPE_ALIGN_MODES, GLDIGeometry, GLDILayer, gldi_geometry
 from avgen.models.harmony.video_network import (
-    FP32_PARAMETERS,
     WanTokens,
     WanVideoConditions,
     WanVideoNetwork,
     ti2v_inputs,
+    to_mixed_precision,
     wan_timestep,
 )
 from avgen.models.registry import register_network
@@ -262,31 +262,31 @@ class HarmonyNetwork(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """Layer pair ``index`` (spec "Block order [D]"): self-attentions, cross-modal reads, FFNs."""
         video_block, gldi = self.video.blocks[index], self.gldi[index]
-        audio_terms = self.audio.block_terms(index, audio)
-        video_terms = video_block.modulation_terms(video.e0)
+        # every call goes through a module's forward (``part=`` / ``direction=``): FSDP units and
+        # checkpoint wrappers hook forward, never other methods
         # 1. self-attentions
-        a = self.audio.block_self_attention(index, a, audio_terms, audio)
-        v = video_block.self_attention_residual(v, video_terms, video.angles, video.mask)
+        a = self.audio.block_part(index, "self_attention", a, audio)
+        v = video_block(v, video.e0, None, video.angles, video.mask, part="self_attention")
         a_read, v_read = a, v  # 2. what the other modality reads
         num_ref, num_target = audio.lengths[:2]
         audio_latents = a_read[:, : num_ref + num_target]  # [R | A]
         target = a_read[:, num_ref : num_ref + num_target]
         # 3. video: text cross-attention, then A2V (Eq. 5-6)
-        v = video_block.cross_attention_residual(v, video.context)
-        v = v + gldi.video_update(v, target if geometry.mode == "on" else audio_latents, geometry)
+        v = video_block(v, None, video.context, part="cross_attention")
+        v = v + gldi(v, target if geometry.mode == "on" else audio_latents, geometry, direction="a2v")
         # 3. audio: V2A on the target tokens, global style on the reference tokens (Eq. 7)
         if geometry.mode == "on":
             parts = []
             if num_ref:
                 reference = a_read[:, :num_ref]
-                parts.append(reference + gldi.reference_update(reference, v_read, geometry))
-            parts.append(target + gldi.audio_update(target, v_read, geometry))
+                parts.append(reference + gldi(reference, v_read, geometry, direction="global"))
+            parts.append(target + gldi(target, v_read, geometry, direction="v2a"))
         else:  # Ovi-style baseline: every audio latent token [R | A] reads every video token
-            parts = [audio_latents + gldi.audio_update(audio_latents, v_read, geometry)]
+            parts = [audio_latents + gldi(audio_latents, v_read, geometry, direction="v2a")]
         a = torch.cat([*parts, a_read[:, num_ref + num_target :]], dim=1)
         # 4. FFNs
-        a = self.audio.block_ffn(index, a, audio_terms)
-        v = video_block.ffn_residual(v, video_terms)
+        a = self.audio.block_part(index, "ffn", a, audio)
+        v = video_block(v, video.e0, part="ffn")
         return a, v
 
     def _checkpointing(self) -> bool:
@@ -337,11 +337,7 @@ class HarmonyNetwork(nn.Module):
 
     def to_mixed_precision(self, dtype: torch.dtype = torch.bfloat16) -> "HarmonyNetwork":
         """Cast to ``dtype`` except the time embeddings, modulation tables and norms of both branches (Wan)."""
-        self.to(dtype)
-        for name, param in self.named_parameters():
-            if any(key in name for key in FP32_PARAMETERS):
-                param.data = param.data.float()
-        return self
+        return to_mixed_precision(self, dtype)
 
 
 # ---------------------------------------------------------------------------------- size presets

@@ -62,6 +62,7 @@ __all__ = [
     "WanVideoConditions",
     "WanVideoNetwork",
     "ti2v_inputs",
+    "to_mixed_precision",
     "wan_timestep",
 ]
 
@@ -69,6 +70,15 @@ __all__ = [
 # Parameters kept in fp32 when the rest of the network runs in bf16/fp16 (diffusers'
 # ``_keep_in_fp32_modules`` for Wan: the time embedding, the modulation tables and the norms).
 FP32_PARAMETERS: tuple[str, ...] = ("time_embedding.", "modulation", "head_modulation", "cross_attn_norm.")
+
+
+def to_mixed_precision(module: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """Cast ``module`` to ``dtype`` except parameters named like :data:`FP32_PARAMETERS`, kept fp32 (Wan in bf16)."""
+    module.to(dtype)
+    for name, param in module.named_parameters():
+        if any(key in name for key in FP32_PARAMETERS):
+            param.data = param.data.float()
+    return module
 
 
 def wan_timestep(t: Tensor) -> Tensor:
@@ -132,9 +142,9 @@ def _layer_norm_fp32(x: Tensor, norm: nn.LayerNorm | None = None, eps: float = 1
 class WanBlock(nn.Module):
     """One Wan attention block (``WanAttentionBlock``), modulated by the shared e0 plus its own table.
 
-    The three residual parts are separate methods so that a two-branch network (Harmony, Ovi) can
-    interleave cross-modal updates between them (spec §1.4.3 "Block order"); :meth:`forward` is
-    exactly their composition. ``cross_attention=False`` drops the text cross-attention and its
+    The three residual parts are separate (``forward(..., part=...)``) so that a two-branch network
+    (Harmony, Ovi) can interleave cross-modal updates between them (spec §1.4.3 "Block order");
+    ``part="all"`` is exactly their composition. ``cross_attention=False`` drops the text cross-attention and its
     norm: Harmony's audio branch in ``audio_mmdit: single`` mode, whose text is in-context (spec
     §1.4.2; Wan block minus 37.8M at D = 3072).
     """
@@ -157,15 +167,19 @@ class WanBlock(nn.Module):
         self.ffn = MLP(dim, ffn_dim)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def modulation_terms(self, e0: Tensor) -> tuple[Tensor, ...]:
-        """e0 (B, L|1, 6, D) -> (shift1, scale1, gate1, shift2, scale2, gate2), fp32, each (B, L|1, D)."""
-        return (self.modulation.float() + e0.float()).unbind(dim=2)
+    def modulation_terms(self, e0: Tensor, half: int | None = None) -> tuple[Tensor, ...]:
+        """e0 (B, L|1, 6, D) -> fp32 (B, L|1, D) terms: all six (shift1, scale1, gate1, shift2, scale2, gate2),
+        or only those of the attention (``half=0``) or of the FFN (``half=1``)."""
+        if half is None:
+            return (self.modulation.float() + e0.float()).unbind(dim=2)
+        rows = slice(3 * half, 3 * half + 3)
+        return (self.modulation[:, rows].float() + e0[:, :, rows].float()).unbind(dim=2)
 
     def self_attention_residual(
         self, x: Tensor, terms: tuple[Tensor, ...], angles: Tensor, mask: Tensor | None = None
     ) -> Tensor:
-        """x + gate1 * SelfAttn(LN(x) * (1 + scale1) + shift1)."""
-        shift1, scale1, gate1 = terms[:3]
+        """x + gate1 * SelfAttn(LN(x) * (1 + scale1) + shift1); terms = (shift1, scale1, gate1)."""
+        shift1, scale1, gate1 = terms
         dtype = x.dtype
         h = modulate(_layer_norm_fp32(x, eps=self.eps), shift1, scale1).to(dtype)
         return (x.float() + self.self_attn(h, query_angles=angles, mask=mask).float() * gate1).to(dtype)
@@ -178,22 +192,42 @@ class WanBlock(nn.Module):
         return x + self.cross_attn(h, context)
 
     def ffn_residual(self, x: Tensor, terms: tuple[Tensor, ...]) -> Tensor:
-        """x + gate2 * FFN(LN(x) * (1 + scale2) + shift2)."""
-        shift2, scale2, gate2 = terms[3:]
+        """x + gate2 * FFN(LN(x) * (1 + scale2) + shift2); terms = (shift2, scale2, gate2)."""
+        shift2, scale2, gate2 = terms
         dtype = x.dtype
         h = modulate(_layer_norm_fp32(x, eps=self.eps), shift2, scale2).to(dtype)
         return (x.float() + self.ffn(h).float() * gate2).to(dtype)
 
     def forward(
-        self, x: Tensor, e0: Tensor, context: Tensor | None, angles: Tensor, mask: Tensor | None = None
+        self,
+        x: Tensor,
+        e0: Tensor | None,
+        context: Tensor | None = None,
+        angles: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        part: str = "all",
     ) -> Tensor:
         """x (B, L, D); e0 (B, L|1, 6, D) shared time projection; context (B, Lc, D) (None without
-        cross-attention); angles (L, Dh/2) or (B, 1, L, Dh/2); mask (B, L) bool key mask."""
-        terms = self.modulation_terms(e0)
-        x = self.self_attention_residual(x, terms, angles, mask)
-        if self.cross_attn is not None:
-            x = self.cross_attention_residual(x, context)
-        return self.ffn_residual(x, terms)
+        cross-attention); angles (L, Dh/2) or (B, 1, L, Dh/2); mask (B, L) bool key mask.
+
+        ``part``: ``"all"`` (the block), or one residual part, ``"self_attention"``, ``"cross_attention"``
+        or ``"ffn"``, so that a two-branch network interleaves cross-modal updates between them while
+        every call still goes through ``forward`` (FSDP units and checkpoint wrappers hook ``forward``).
+        """
+        if part == "all":
+            terms = self.modulation_terms(e0)
+            x = self.self_attention_residual(x, terms[:3], angles, mask)
+            if self.cross_attn is not None:
+                x = self.cross_attention_residual(x, context)
+            return self.ffn_residual(x, terms[3:])
+        if part == "self_attention":
+            return self.self_attention_residual(x, self.modulation_terms(e0, 0), angles, mask)
+        if part == "cross_attention":
+            return self.cross_attention_residual(x, context)
+        if part == "ffn":
+            return self.ffn_residual(x, self.modulation_terms(e0, 1))
+        raise ValueError(f"part must be 'all', 'self_attention', 'cross_attention' or 'ffn', got {part!r}")
 
 
 class WanVideoNetwork(nn.Module):
@@ -378,11 +412,7 @@ class WanVideoNetwork(nn.Module):
 
     def to_mixed_precision(self, dtype: torch.dtype = torch.bfloat16) -> "WanVideoNetwork":
         """Cast to ``dtype`` except :data:`FP32_PARAMETERS`, which stay fp32 (how Wan runs in bf16)."""
-        self.to(dtype)
-        for name, param in self.named_parameters():
-            if any(key in name for key in FP32_PARAMETERS):
-                param.data = param.data.float()
-        return self
+        return to_mixed_precision(self, dtype)
 
 
 # ---------------------------------------------------------------------------------- size presets
