@@ -246,3 +246,32 @@ def test_dual_stream_audio_blocks_with_tied_weights_equal_single_blocks():
     assert not torch.allclose(untied[0], expected[0], atol=1e-4)
     count = sum(p.numel() for p in create_network("harmony", device="meta", audio_mmdit="dual").audio.parameters())
     assert abs(count - 8.18e9) / 8.18e9 < 0.01  # spec §3: 4.40B + 30 x 125.9M text stream
+
+
+@pytest.mark.parametrize("mmdit", ["single", "dual"])
+def test_parameters_of_fsdp_units_are_used_only_inside_their_forward(mmdit):
+    """FSDP gathers a unit's parameters around its ``forward`` only. Simulate that: the units' parameters are
+    NaN except while their forward runs; the output must not change (no part is called around forward)."""
+    from avgen.models.harmony import DualStreamWanBlock, GLDILayer, WanBlock
+
+    network = _network(randomize_gldi=True, audio_mmdit=mmdit)
+    conditions = _conditions(network)
+    audio, video, audio_mask, frame_lengths = _latents()
+    t = torch.tensor([0.2, 0.5, 0.9])
+    kwargs = dict(video_x=video, video_t=t, audio_mask=audio_mask, video_frame_lengths=frame_lengths)
+    with torch.no_grad():
+        expected = network(audio, t, conditions, **kwargs)
+    unit_types = (WanBlock, GLDILayer) if mmdit == "single" else (DualStreamWanBlock, GLDILayer)
+    units = [m for name, m in network.named_modules() if isinstance(m, unit_types) and ".text" not in name
+             and not (mmdit == "dual" and isinstance(m, WanBlock))]
+    saved = {}
+    for unit in units:
+        saved[unit] = [p.detach().clone() for p in unit.parameters()]
+        for p in unit.parameters():
+            p.data.fill_(float("nan"))
+        unit.register_forward_pre_hook(lambda m, args: [p.data.copy_(s) for p, s in zip(m.parameters(), saved[m])] and None)
+        unit.register_forward_hook(lambda m, args, out: [p.data.fill_(float("nan")) for p in m.parameters()] and None)
+    with torch.no_grad():
+        gathered = network(audio, t, conditions, **kwargs)
+    for out, ref in zip(gathered, expected):
+        torch.testing.assert_close(out, ref)

@@ -7,7 +7,7 @@
   (``harmony``, ``harmony-audio``, ``harmony-tiny``, ``harmony-audio-tiny``).
 """
 
-from avgen.models.harmony.audio_network import AudioTokens, HarmonyAudioNetwork
+from avgen.models.harmony.audio_network import AudioTokens, DualStreamWanBlock, HarmonyAudioNetwork
 from avgen.models.harmony.gldi import CrossModalAttention, GLDIGeometry, GLDILayer, gldi_geometry, window_mask
 from avgen.models.harmony.network import HarmonyConditions, HarmonyNetwork
 from avgen.models.harmony.video_network import (
@@ -28,6 +28,7 @@ from avgen.models.harmony.wan_checkpoint import (
 __all__ = [
     "AudioTokens",
     "CrossModalAttention",
+    "DualStreamWanBlock",
     "GLDIGeometry",
     "GLDILayer",
     "HarmonyAudioNetwork",
