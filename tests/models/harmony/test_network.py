@@ -275,3 +275,22 @@ def test_parameters_of_fsdp_units_are_used_only_inside_their_forward(mmdit):
         gathered = network(audio, t, conditions, **kwargs)
     for out, ref in zip(gathered, expected):
         torch.testing.assert_close(out, ref)
+
+
+def test_a_padded_short_clip_equals_the_clip_alone():
+    """Row 1 lasts 7 audio latents and 2 video frames: padded in the batch, it equals itself run unpadded (the
+    GLDI windows use its own T_v / T_a, the padding is masked everywhere)."""
+    network = _network(randomize_gldi=True)
+    audio, video, audio_mask, frame_lengths = _latents()
+    t = torch.tensor([0.2, 0.5, 0.9])
+    with torch.no_grad():
+        batched = network(audio, t, _conditions(network), video_x=video, video_t=t, audio_mask=audio_mask,
+                          video_frame_lengths=frame_lengths)
+        cond = _conditions(network)
+        row = type(cond)(**{k: None if v is None else v[1:2] for k, v in vars(cond).items()})
+        short = network.preprocess_conditions(  # the transcript embedded for 7 latents only
+            audio_prompt_features=torch.zeros(1, 4, 8), transcript_ids=torch.tensor([[1, 2]]), audio_length=7)
+        row.speech, row.speech_mask = short.speech, short.speech_mask
+        alone = network(audio[1:2, :7], t[1:2], row, video_x=video[1:2, :2], video_t=t[1:2])
+    torch.testing.assert_close(batched[0][1, :7], alone[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[1][1, :2], alone[1][0], atol=1e-5, rtol=1e-5)
