@@ -192,7 +192,7 @@ def gldi_geometry(
             a2v_k = partial_rope_angles(scaled, video_rope_dim, video_head_dim, rope_theta)[:, None]
             v2a_q = partial_rope_angles(scaled, audio_rope_dim, audio_head_dim, rope_theta)[:, None]
             v2a_k = rope_3d_angles(*grid, audio_head_dim, rope_theta, device=device)
-        return GLDIGeometry(mode, a2v_mask, a2v_mask.transpose(1, 2), a2v_q, a2v_k, v2a_q, v2a_k, None)
+        return GLDIGeometry(mode, a2v_mask, a2v_mask.transpose(1, 2).contiguous(), a2v_q, a2v_k, v2a_q, v2a_k, None)
 
     frame_mask = window_mask(video_frames, audio_lengths, num_frames, num_audio, window)  # (B, T_v, T_a)
     a2v_mask = frame_mask.repeat_interleave(per_frame, dim=1) & video_mask[:, :, None]
@@ -212,7 +212,7 @@ def gldi_geometry(
         v2a_q = partial_rope_angles(audio_positions, audio_rope_dim, audio_head_dim, rope_theta)[:, None]
         v2a_k = partial_rope_angles(video_on_audio, audio_rope_dim, audio_head_dim, rope_theta)[:, None]
     global_mask = video_mask if num_reference else None
-    return GLDIGeometry(mode, a2v_mask, a2v_mask.transpose(1, 2), a2v_q, a2v_k, v2a_q, v2a_k, global_mask)
+    return GLDIGeometry(mode, a2v_mask, a2v_mask.transpose(1, 2).contiguous(), a2v_q, a2v_k, v2a_q, v2a_k, global_mask)
 
 
 class GLDILayer(nn.Module):
