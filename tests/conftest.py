@@ -44,3 +44,29 @@ def foleygenex_fit(tmp_path_factory) -> tuple[Path, Path]:
     main(["fit", "--config", FOLEYGENEX_TINY, *FOLEYGENEX_FAST, f"--trainer.default_root_dir={root}",
           "--trainer.max_steps=30", "--trainer.val_check_interval=15"])
     return root, last_checkpoint(root)
+
+
+HARMONY_TINY = str(Path(__file__).resolve().parent.parent / "configs" / "harmony" / "tiny.yaml")
+# The tiny Harmony config shrunk further: 0.5 s clips, 4 training clips, 2-step validation sampling.
+HARMONY_FAST = [
+    "--data.init_args.batch_size=2",
+    "--data.init_args.train_size=4",
+    "--data.init_args.val_size=2",
+    "--data.init_args.predict_size=2",
+    "--data.init_args.duration=0.5",
+    "--model.init_args.duration=0.5",
+    "--model.init_args.num_val_sampling_steps=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
+@pytest.fixture(scope="session")
+def harmony_fit(tmp_path_factory) -> tuple[Path, Path]:
+    """(run root, last.ckpt) of the tiny Harmony config trained 4 steps, validated (with generation) at step 4."""
+    from avgen.cli import main
+
+    root = tmp_path_factory.mktemp("harmony_fit")
+    main(["fit", "--config", HARMONY_TINY, *HARMONY_FAST, f"--trainer.default_root_dir={root}",
+          "--trainer.max_steps=4", "--trainer.val_check_interval=4"])
+    return root, last_checkpoint(root)

@@ -173,12 +173,18 @@ class HarmonyModule(FlowMatchingModule):
         reference: ``"none"``, ``"segment"`` (stage 1) or ``"data"`` (stage 2); see the module docstring.
         reference_fallback: for ``reference="data"`` samples without a reference: ``"disjoint"``,
             ``"segment"`` or ``"none"``.
-        reference_seconds: (min, max) length of a cut reference (Supp §2 / §10: 1-3 s).
+        reference_duration: (min, max) length of a cut reference (Supp §2 / §10: 1-3 s).
         reference_probability: fraction of training samples that get a reference (others train without).
         prompt_dropout: per-prompt condition dropout (audio caption, video prompt, transcript), 0.1 [D].
-        video_fps, video_size: the generated video's rate and (height, width) when the data gives neither.
+        output_video_fps, output_video_size: the generated video's rate and (height, width) when the data gives neither.
         video_scale, audio_scale: SyncCFG's s_v = 3 and s_a = 2 (Supp §2).
         guidance: default guidance of generation, ``"sync"`` (SyncCFG) / ``"text"`` / ``"none"``.
+        video_checkpoint: Wan2.2-TI2V-5B DiT weights (the release folder or the diffusers one, either layout;
+            :mod:`~avgen.models.harmony.wan_checkpoint`) copied into ``network.video`` at the start of a new fit
+            (stage 3: "initialize our model with the pre-trained weights of Wan2.2-5B", Supp §2).
+        init_checkpoint (shared recipe): a previous stage's checkpoint. From an audio-only stage (1-2) into a
+            network with video, its audio branch is loaded and the video branch and GLDI keep their own
+            initialisation (Wan weights, zero-initialised GLDI outputs); any other mismatch is an error.
         **kwargs: the shared recipe (optimizer, lr_scheduler, ema_decay, duration, ...). Defaults follow
             Supp §2: time_sampling ``"shifted"`` with time_shift 5, 40 sampling steps, sampling_shift 5.
     """
@@ -200,14 +206,15 @@ class HarmonyModule(FlowMatchingModule):
         lambda_audio: float = 0.3,
         reference: str = "segment",
         reference_fallback: str = "disjoint",
-        reference_seconds: tuple[float, float] = (1.0, 3.0),
+        reference_duration: tuple[float, float] = (1.0, 3.0),
         reference_probability: float = 1.0,
         prompt_dropout: float = 0.1,
-        video_fps: float = 24.0,
-        video_size: tuple[int, int] = (704, 1280),
+        output_video_fps: float = 24.0,
+        output_video_size: tuple[int, int] = (704, 1280),
         video_scale: float = 3.0,
         audio_scale: float = 2.0,
         guidance: str = "sync",
+        video_checkpoint: str | None = None,
         time_sampling: str = "shifted",
         time_shift: float = 5.0,
         num_sampling_steps: int = 40,
@@ -220,9 +227,9 @@ class HarmonyModule(FlowMatchingModule):
             raise ValueError(f"reference must be 'none', 'segment' or 'data', got {reference!r}")
         if reference_fallback not in ("none", "segment", "disjoint"):
             raise ValueError(f"reference_fallback must be 'none', 'segment' or 'disjoint', got {reference_fallback!r}")
-        low, high = (float(s) for s in reference_seconds)
+        low, high = (float(s) for s in reference_duration)
         if not 0 < low <= high:
-            raise ValueError(f"reference_seconds must be (min, max) with 0 < min <= max, got {reference_seconds}")
+            raise ValueError(f"reference_duration must be (min, max) with 0 < min <= max, got {reference_duration}")
         for name, p in (("prompt_dropout", prompt_dropout), ("reference_probability", reference_probability)):
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {p}")
@@ -258,13 +265,14 @@ class HarmonyModule(FlowMatchingModule):
         self.cts_mode = cts_mode
         self.lambda_video, self.lambda_audio = float(lambda_video), float(lambda_audio)
         self.reference, self.reference_fallback = reference, reference_fallback
-        self.reference_seconds = (low, high)
+        self.reference_duration = (low, high)
         self.reference_probability = float(reference_probability)
         self.prompt_dropout = float(prompt_dropout)
-        self.video_fps = float(video_fps)
-        self.video_size = (int(video_size[0]), int(video_size[1]))
+        self.output_video_fps = float(output_video_fps)
+        self.output_video_size = (int(output_video_size[0]), int(output_video_size[1]))
         self.video_scale, self.audio_scale = float(video_scale), float(audio_scale)
         self.default_guidance = guidance
+        self.video_checkpoint = video_checkpoint
         self._null_prompt: tuple[Tensor, Tensor] | None = None
 
     # ------------------------------------------------------------------ helpers
@@ -364,8 +372,8 @@ class HarmonyModule(FlowMatchingModule):
 
     # ------------------------------------------------------------------ reference audio
     def _cut_segments(self, lengths: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """Random (start, length) in latents of a reference_seconds segment inside each clip (<= half of it)."""
-        low, high = self.reference_seconds
+        """Random (start, length) in latents of a reference_duration segment inside each clip (<= half of it)."""
+        low, high = self.reference_duration
         u = torch.rand(lengths.shape[0], generator=generator)
         seconds = low + (high - low) * u
         want = torch.round(seconds * self.latent_rate).long()
@@ -397,7 +405,7 @@ class HarmonyModule(FlowMatchingModule):
             data_latents = self._encode_audio(batch.reference_audio.to(x1.device)).to(x1.dtype)
             data_lengths = self.codec.latent_lengths(batch.reference_audio_lengths.cpu()).clamp(max=data_latents.shape[1])
             # Not longer than the longest configured reference.
-            data_lengths = data_lengths.clamp(max=int(round(self.reference_seconds[1] * self.latent_rate)))
+            data_lengths = data_lengths.clamp(max=int(round(self.reference_duration[1] * self.latent_rate)))
         use_cut = ~from_data
         if mode == "data" and self.reference_fallback == "none":
             use_cut = torch.zeros_like(use_cut)
@@ -447,6 +455,61 @@ class HarmonyModule(FlowMatchingModule):
         targets.video_frame_lengths = frame_lengths.clamp(min=1)
         targets.video_loss_mask = loss_mask
         return targets, encoded
+
+    # ------------------------------------------------------------------ stage initialisation
+    def setup(self, stage: str) -> None:
+        """A new ``fit`` starts from ``init_checkpoint`` (the previous stage) and ``video_checkpoint`` (Wan2.2)."""
+        if stage != "fit" or getattr(self, "_initialised_from", None):
+            return
+        if self.init_checkpoint:
+            self.initialise_from_stage(self.init_checkpoint)
+        if self.video_checkpoint:
+            self.load_video_checkpoint(self.video_checkpoint)
+        self._initialised_from = self.init_checkpoint or self.video_checkpoint
+
+    def initialise_from_stage(self, path: str) -> None:
+        """Copy a previous stage's weights; an audio-only stage fills the audio branch of a video network."""
+        from avgen.checkpoints import (
+            CheckpointMismatchError,
+            check_checkpoint_class,
+            initialise_from_checkpoint,
+            read_training_checkpoint,
+        )
+
+        checkpoint = read_training_checkpoint(path)
+        check_checkpoint_class(checkpoint, f"{type(self).__module__}.{type(self).__qualname__}", path)
+        state = checkpoint["state_dict"]
+        video_parts = ("video.", "gldi.")
+        source_has_video = any(k.startswith(tuple(f"network.{p}" for p in video_parts)) for k in state)
+        if source_has_video or not self.has_video:
+            initialise_from_checkpoint(self, path)  # same architecture: strict
+            return
+        own = nn.Module.state_dict(self)
+        unexpected = sorted(k for k in state if k not in own)
+        if unexpected:
+            raise CheckpointMismatchError(f"init_checkpoint {path}: {len(unexpected)} keys do not fit {type(self).__name__} "
+                                          f"(e.g. {unexpected[:5]}); was it trained with other audio-branch sizes?")
+        result = nn.Module.load_state_dict(self, {k: v for k, v in state.items()}, strict=False)
+        frozen = tuple(f"{name}." for name in self.frozen_module_names())
+        trainable_missing = [k for k in result.missing_keys if not k.startswith(frozen)]
+        not_video = [k for k in trainable_missing
+                     if not any(k.startswith(f"{root}{p}") for root in ("network.", "ema_network.module.") for p in video_parts)]
+        if not_video:
+            raise CheckpointMismatchError(f"init_checkpoint {path} lacks {len(not_video)} audio-branch weights "
+                                          f"(e.g. {not_video[:5]}); give the stage-2 checkpoint of this network size")
+        if self.ema_network is not None and not any(k.startswith("ema_network.") for k in state):
+            self.ema_network.module.load_state_dict(self.network.state_dict())
+
+    def load_video_checkpoint(self, source: str) -> None:
+        """Wan2.2 DiT weights into ``network.video`` (strict: every Wan key must fit the video branch)."""
+        from avgen.models.harmony.wan_checkpoint import load_wan_state_dict, read_wan_checkpoint
+
+        if not self.has_video:
+            raise ValueError(f"video_checkpoint {source} given but the network has no video branch")
+        state, _ = read_wan_checkpoint(source)
+        load_wan_state_dict(self.network.video, state, strict=True, source=str(source))
+        if self.ema_network is not None:
+            self.ema_network.module.video.load_state_dict(self.network.video.state_dict())
 
     # ------------------------------------------------------------------ the Cross-Task Synergy loss
     def cross_task_losses(
@@ -584,7 +647,7 @@ class HarmonyModule(FlowMatchingModule):
     def _lengths(self, batch: AVBatch, options: HarmonySampling) -> tuple[int, Tensor, int, int, tuple[int, int]]:
         """(audio samples S, audio lengths (B,), frames F, latent frames T_v, pixel size (H, W))."""
         num_samples, lengths = self._output_lengths(batch, options.duration)
-        fps = batch.video_fps or self.video_fps
+        fps = batch.video_fps or self.output_video_fps
         if batch.target_video is not None and options.duration is None:
             frames = batch.target_video.shape[1]
         else:
@@ -594,7 +657,7 @@ class HarmonyModule(FlowMatchingModule):
         elif batch.reference_image is not None:
             size = tuple(batch.reference_image.shape[-2:])
         else:
-            size = self.video_size
+            size = self.output_video_size
         if self.video_codec is None:
             return num_samples, lengths, 0, 0, size
         frames = self.video_codec.valid_num_frames(frames)
@@ -626,6 +689,9 @@ class HarmonyModule(FlowMatchingModule):
         options = self.sampling_options(options, **fields)
         self._check_sample_rate(batch)
         task = self._task(options)
+        if task in ("a2v", "v2a") and not self.has_video:
+            raise ValueError(f"--task {task} needs a network with a video branch; this checkpoint is audio only "
+                             "(stages 1-2): use --task audio or clone")
         mode = options.guidance or self.default_guidance
         if task == "audio" and mode == "sync":
             mode = "text"  # SyncCFG needs both modalities; audio alone uses text CFG (Eq. 8)
@@ -636,7 +702,7 @@ class HarmonyModule(FlowMatchingModule):
         num_latents = self.codec.num_latents(num_samples)
         audio_mask = length_mask(self.codec.latent_lengths(lengths).clamp(max=num_latents), num_latents)
         size, device = len(batch), self.device
-        fps = batch.video_fps or self.video_fps
+        fps = batch.video_fps or self.output_video_fps
 
         encoded = self.encode_conditions(batch)
         if not with_video:
