@@ -46,19 +46,7 @@ def foleygenex_fit(tmp_path_factory) -> tuple[Path, Path]:
     return root, last_checkpoint(root)
 
 
-HARMONY_TINY = str(Path(__file__).resolve().parent.parent / "configs" / "harmony" / "tiny.yaml")
-# The tiny Harmony config shrunk further: 0.5 s clips, 4 training clips, 2-step validation sampling.
-HARMONY_FAST = [
-    "--data.init_args.batch_size=2",
-    "--data.init_args.train_size=4",
-    "--data.init_args.val_size=2",
-    "--data.init_args.predict_size=2",
-    "--data.init_args.duration=0.5",
-    "--model.init_args.duration=0.5",
-    "--model.init_args.num_val_sampling_steps=2",
-    "--trainer.enable_progress_bar=false",
-    "--trainer.enable_model_summary=false",
-]
+from cli_support import HARMONY_FAST, HARMONY_TINY  # noqa: E402
 
 
 @pytest.fixture(scope="session")

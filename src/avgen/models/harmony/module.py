@@ -608,7 +608,11 @@ class HarmonyModule(FlowMatchingModule):
 
     @torch.no_grad()
     def _binned_losses(self, batch: AVBatch, batch_idx: int) -> tuple[list[Tensor], dict[str, Tensor]]:
-        """The CTS loss at t = (k + 0.5) / bins (seeded noise and reference cuts), and the last bin's terms."""
+        """The CTS loss at t = (k + 0.5) / bins (seeded noise and reference cuts), and the last bin's terms.
+
+        The shared evaluation step logs them (``val/loss_t{k}``, ``val/loss``, ``val/loss_joint`` ...) and
+        returns the generated audio of the first batches (``generate``: the joint task's sound).
+        """
         network = self.inference_network
         generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
         targets, encoded = self.harmony_targets(batch, self.encode_conditions(batch), generator=generator)
@@ -621,21 +625,6 @@ class HarmonyModule(FlowMatchingModule):
             losses.append(terms.pop("loss"))
             logs = terms
         return losses, logs
-
-    def _evaluation_step(self, batch: AVBatch, batch_idx: int, stage: str) -> dict[str, Any] | None:
-        losses, logs = self._binned_losses(batch, batch_idx)
-        size = len(batch)
-        for k, loss in enumerate(losses):
-            self.log(f"{stage}/loss_t{k}", loss, batch_size=size, sync_dist=True)
-        self.log(f"{stage}/loss", torch.stack(losses).mean(), prog_bar=True, batch_size=size, sync_dist=True)
-        for name, value in logs.items():
-            self.log(f"{stage}/{name}", value, batch_size=size, sync_dist=True)
-        if batch_idx >= self.num_val_generate_batches:
-            return None
-        options = HarmonySampling(num_steps=self.num_val_sampling_steps, seed=self.val_seed + batch_idx)
-        out = self.generate_av(batch, options)
-        out.pop("ids", None)
-        return out
 
     # ------------------------------------------------------------------ generation
     def _task(self, options: HarmonySampling) -> str:
@@ -668,7 +657,7 @@ class HarmonyModule(FlowMatchingModule):
             lacking = [i for i, h in zip(batch.ids, batch.has_reference_audio.tolist()) if not h]
             raise ValueError(f"--task clone needs a reference voice but samples {lacking[:4]} have none; "
                              "give --reference_audio PATH")
-        use = task == "clone" or (options.use_reference and task in ("joint", "audio"))
+        use = task == "clone" or (options.use_reference and task in ("joint", "audio"))  # never in a2v / v2a
         if not use or batch.reference_audio is None or not bool(batch.has_reference_audio.any()):
             return None, None
         latents = self._encode_audio(batch.reference_audio.to(self.device))
@@ -707,7 +696,8 @@ class HarmonyModule(FlowMatchingModule):
         encoded = self.encode_conditions(batch)
         if not with_video:
             encoded = replace(encoded, image_latent=None)
-        reference, reference_mask = self._reference_for_generation(batch, options, task)
+        requested = "clone" if options.task == "clone" else task  # an audio-only clone still needs its voice
+        reference, reference_mask = self._reference_for_generation(batch, options, requested)
         encoded = replace(encoded, reference_latent=reference, reference_mask=reference_mask)
         generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
         xa = torch.randn((size, num_latents, self.codec.latent_channels), generator=generator).to(device)
