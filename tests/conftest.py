@@ -51,10 +51,10 @@ from cli_support import HARMONY_FAST, HARMONY_TINY  # noqa: E402
 
 @pytest.fixture(scope="session")
 def harmony_fit(tmp_path_factory) -> tuple[Path, Path]:
-    """(run root, last.ckpt) of the tiny Harmony config trained 4 steps, validated (with generation) at step 4."""
+    """(run root, last.ckpt) of the tiny Harmony config trained 2 steps (the evaluation step is tested in-process)."""
     from avgen.cli import main
 
     root = tmp_path_factory.mktemp("harmony_fit")
     main(["fit", "--config", HARMONY_TINY, *HARMONY_FAST, f"--trainer.default_root_dir={root}",
-          "--trainer.max_steps=4", "--trainer.val_check_interval=4"])
+          "--trainer.max_steps=2", "--trainer.limit_val_batches=0"])
     return root, last_checkpoint(root)

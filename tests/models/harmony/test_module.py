@@ -14,7 +14,7 @@ import torch
 from avgen.codecs import MelCodec, PixelVideoCodec
 from avgen.conditioning import UMT5TextEncoder
 from avgen.data import ToyWorld, collate
-from avgen.flow import flow_matching_loss, interpolate
+from avgen.flow import concat_conditions, flow_matching_loss, interpolate
 from avgen.models.harmony.module import HarmonyModule
 from avgen.models.harmony.sync_cfg import HarmonyGuidance, guidance_plan
 from avgen.models.harmony.tasks import HarmonySampling
@@ -203,9 +203,6 @@ def test_sync_cfg_is_one_batched_forward_equal_to_eq_9_10(model, batch):
 
     conditions = model.make_conditions(model.network, encoded, batch, latent_length=targets.audio.shape[1],
                                        branch="conditional")
-    branch_conditions = dataclasses.replace(conditions)
-    from avgen.flow import concat_conditions
-
     branch_conditions = concat_conditions([conditions] * 3)
     recorder = Recorder(model.network)
     guidance = HarmonyGuidance(plan, video_scale=3.0, audio_scale=2.0)
@@ -251,12 +248,23 @@ def test_tasks_generate_their_modalities_and_keep_the_driving_one(model, batch):
     torch.testing.assert_close(v2a["video"], batch.target_video)
     audio = model.generate_av(batch, HarmonySampling(task="audio", num_steps=2, seed=0))
     assert "video" not in audio and audio["waveforms"].shape == batch.audio.shape
+    voiceless = dataclasses.replace(batch, has_reference_audio=torch.zeros(3, dtype=torch.bool))
     with pytest.raises(ValueError, match="clone needs a reference voice"):
-        model.generate_av(batch, HarmonySampling(task="clone", num_steps=1))
+        model.generate_av(voiceless, HarmonySampling(task="clone", num_steps=1))
     voiced = batch.select([0])  # joint_av carries a reference voice
     cloned = model.generate_av(voiced, HarmonySampling(task="clone", num_steps=2, seed=0))
     plain = model.generate_av(voiced, HarmonySampling(task="joint", use_reference=False, num_steps=2, seed=0))
     assert (cloned["waveforms"] - plain["waveforms"]).abs().max() > 1e-5
+
+
+def test_evaluation_step_logs_the_binned_cts_loss_and_returns_generated_audio(model, batch):
+    model.num_val_time_bins, model.num_val_sampling_steps = 2, 1
+    losses, logs = model._binned_losses(batch, 0)
+    assert len(losses) == 2 and {"loss_joint", "loss_audio_driven", "loss_video_driven"} <= set(logs)
+    again, _ = model._binned_losses(batch, 0)
+    assert [float(a) for a in again] == [float(b) for b in losses]  # seeded noise and reference cuts
+    out = model.validation_step(batch, 0)
+    assert out["waveforms"].shape == batch.audio.shape and out["sample_rate"] == 16000
 
 
 def test_audio_only_network_trains_the_audio_loss_with_a_reference(batch):
@@ -282,7 +290,7 @@ def test_tiny_harmony_loss_halves_on_a_fixed_batch(batch):
     na, nv = torch.randn(targets.audio.shape, generator=g), torch.randn(targets.video.shape, generator=g)
     optimizer = torch.optim.AdamW(module.network.parameters(), lr=3e-3, weight_decay=0.01)
     losses = []
-    for _ in range(20):
+    for _ in range(30):
         conditions = module.make_conditions(module.network, encoded, batch, latent_length=targets.audio.shape[1],
                                             branch="conditional")
         loss = module.cross_task_losses(module.network, targets, conditions, t, na, nv)["loss"]
