@@ -20,13 +20,15 @@ from typing import Any
 
 from lightning.pytorch.strategies import FSDPStrategy
 
+from avgen.models.harmony.audio_network import DualStreamWanBlock
 from avgen.models.harmony.gldi import GLDILayer
 from avgen.models.harmony.video_network import WanBlock
 
 __all__ = ["HARMONY_FSDP_UNITS", "HarmonyFSDPStrategy"]
 
-# The modules that become FSDP units (and checkpointed regions): the Wan blocks of both branches and GLDI.
-HARMONY_FSDP_UNITS = {WanBlock, GLDILayer}
+# The modules that become FSDP units (and checkpointed regions): the Wan blocks of both branches (the audio
+# branch's two-stream block in ``audio_mmdit: dual``) and GLDI.
+HARMONY_FSDP_UNITS = {WanBlock, DualStreamWanBlock, GLDILayer}
 
 
 class HarmonyFSDPStrategy(FSDPStrategy):
