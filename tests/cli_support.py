@@ -38,6 +38,21 @@ OMNISONIC_FAST = [
 ]
 
 
+HARMONY_TINY = str(REPO / "configs" / "harmony" / "tiny.yaml")
+# The tiny Harmony config shrunk further: 0.5 s clips, 4 training clips, 2-step validation sampling.
+HARMONY_FAST = [
+    "--data.init_args.batch_size=2",
+    "--data.init_args.train_size=4",
+    "--data.init_args.val_size=2",
+    "--data.init_args.predict_size=2",
+    "--data.init_args.duration=0.5",
+    "--model.init_args.duration=0.5",
+    "--model.init_args.num_val_sampling_steps=2",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+]
+
+
 def last_checkpoint(root: Path) -> Path:
     """The newest last.ckpt under a run root."""
     candidates = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)

@@ -32,7 +32,15 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/: cli_support, toy_paper
-from cli_support import FOLEYGENEX_FAST, FOLEYGENEX_TINY, OMNISONIC_FAST, OMNISONIC_TINY, last_checkpoint  # noqa: E402
+from cli_support import (  # noqa: E402
+    FOLEYGENEX_FAST,
+    FOLEYGENEX_TINY,
+    HARMONY_FAST,
+    HARMONY_TINY,
+    OMNISONIC_FAST,
+    OMNISONIC_TINY,
+    last_checkpoint,
+)
 
 
 @pytest.fixture(scope="session")
@@ -54,4 +62,15 @@ def omnisonic_fit(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("omnisonic_fit")
     main(["fit", "--config", OMNISONIC_TINY, *OMNISONIC_FAST, f"--trainer.default_root_dir={root}",
           "--trainer.max_steps=6", "--trainer.val_check_interval=3"])
+    return root, last_checkpoint(root)
+
+
+@pytest.fixture(scope="session")
+def harmony_fit(tmp_path_factory) -> tuple[Path, Path]:
+    """(run root, last.ckpt) of the tiny Harmony config trained 2 steps (the evaluation step is tested in-process)."""
+    from avgen.cli import main
+
+    root = tmp_path_factory.mktemp("harmony_fit")
+    main(["fit", "--config", HARMONY_TINY, *HARMONY_FAST, f"--trainer.default_root_dir={root}",
+          "--trainer.max_steps=2", "--trainer.limit_val_batches=0"])
     return root, last_checkpoint(root)

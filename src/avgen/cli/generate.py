@@ -1,4 +1,5 @@
-"""``avgen generate``: one ``<id>.wav`` per sample from a checkpoint, with the paper's own options.
+"""``avgen generate``: one ``<id>.wav`` per sample from a checkpoint (and ``<id>.mp4`` with the audio muxed
+in for models that generate video), with the paper's own options.
 
 The configured model class names its generation interface (``<Paper>.generation``, declared in
 ``models/<paper>/tasks.py``): its options dataclass becomes the command's flags (field docs as help),
@@ -29,6 +30,9 @@ __all__ = ["WavWriter", "generation_interface_for", "run_generate", "model_class
 class WavWriter(BasePredictionWriter):
     """Writes each predicted sample to ``<output_dir>/<id>.wav`` (16-bit PCM, cropped to its length).
 
+    A prediction that carries ``video`` (B, F, 3, H, W) in [0, 1] (with ``video_lengths`` and
+    ``video_fps``) also gets ``<id>.mp4`` beside its wav, holding the frames and the same audio (AAC).
+
     A clip whose peak exceeds ``peak`` is scaled down as a whole to that peak (instead of being
     hard-clipped at full scale, which distorts it); how many were scaled is reported. An existing
     file is never replaced silently: without ``overwrite`` the clip goes to ``<id>-1.wav`` (``-2`` ...)
@@ -43,6 +47,7 @@ class WavWriter(BasePredictionWriter):
         self.written: list[Path] = []
         self.scaled: list[tuple[str, float]] = []  # (id, original peak)
         self.renamed: list[Path] = []
+        self.videos: list[Path] = []  # <id>.mp4 of predictions that carry video
 
     def _path(self, sample_id: str) -> Path:
         name = safe_name(sample_id)
@@ -68,6 +73,16 @@ class WavWriter(BasePredictionWriter):
             path = self._path(sample_id)
             sf.write(str(path), audio.clamp(-1, 1).numpy(), int(prediction["sample_rate"]), subtype="PCM_16")
             self.written.append(path)
+        # Joint audio-video models (Harmony) also return frames: <id>.mp4 beside <id>.wav, the audio muxed in.
+        if prediction.get("video") is not None:
+            from avgen.data.media import write_mp4
+
+            lengths = prediction.get("video_lengths")
+            for i, (wav, frames) in enumerate(zip(self.written[-len(prediction["ids"]):], prediction["video"])):
+                count = int(lengths[i]) if lengths is not None else frames.shape[0]
+                audio, rate = sf.read(str(wav), dtype="float32")
+                self.videos.append(write_mp4(wav.with_suffix(".mp4"), frames[:count], float(prediction["video_fps"]),
+                                             audio=audio, sample_rate=rate))
 
     def notes(self) -> list[str]:
         """What was changed while writing, for the command's summary."""
@@ -255,7 +270,8 @@ def run_generate(
     finally:
         trainer.callbacks.remove(writer)
     if trainer.is_global_zero:
-        print(f"avgen generate: wrote {len(writer.written)} wav files to {Path(output_dir).resolve()}")
+        videos = f" and {len(writer.videos)} mp4 files (audio muxed in)" if writer.videos else ""
+        print(f"avgen generate: wrote {len(writer.written)} wav files{videos} to {Path(output_dir).resolve()}")
         for note in writer.notes():
             print(f"avgen generate: {note}")
     return writer.written

@@ -269,15 +269,16 @@ class MultiHeadAttention(nn.Module):
         x = rearrange(x, "b l (h d) -> b h l d", h=self.num_heads)
         return norm(x) if self.qk_norm == "per_head" else x
 
-    def forward(
+    def project(
         self,
         x: Tensor,
         context: Tensor | None = None,
         *,
-        mask: Tensor | None = None,
         query_angles: Tensor | None = None,
         key_angles: Tensor | None = None,
-    ) -> Tensor:
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(q, k, v), each (B, H, L, Dh), normed and rotated: what ``forward`` attends with (MMDiT
+        streams call it and meet in one ``joint_attention``)."""
         if context is None:
             context = x
             key_angles = query_angles if key_angles is None else key_angles
@@ -288,5 +289,17 @@ class MultiHeadAttention(nn.Module):
             q = apply_rope(q, query_angles)
         if key_angles is not None:
             k = apply_rope(k, key_angles)
+        return q, k, v
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        query_angles: Tensor | None = None,
+        key_angles: Tensor | None = None,
+    ) -> Tensor:
+        q, k, v = self.project(x, context, query_angles=query_angles, key_angles=key_angles)
         out = scaled_dot_product_attention(q, k, v, mask)
         return self.o(rearrange(out, "b h l d -> b l (h d)"))

@@ -58,9 +58,11 @@ from avgen.nn import MLP, MultiHeadAttention, TimestepEmbedding, modulate, rope_
 __all__ = [
     "FP32_PARAMETERS",
     "WanBlock",
+    "WanTokens",
     "WanVideoConditions",
     "WanVideoNetwork",
     "ti2v_inputs",
+    "to_mixed_precision",
     "wan_timestep",
 ]
 
@@ -68,6 +70,15 @@ __all__ = [
 # Parameters kept in fp32 when the rest of the network runs in bf16/fp16 (diffusers'
 # ``_keep_in_fp32_modules`` for Wan: the time embedding, the modulation tables and the norms).
 FP32_PARAMETERS: tuple[str, ...] = ("time_embedding.", "modulation", "head_modulation", "cross_attn_norm.")
+
+
+def to_mixed_precision(module: nn.Module, dtype: torch.dtype = torch.bfloat16) -> nn.Module:
+    """Cast ``module`` to ``dtype`` except parameters named like :data:`FP32_PARAMETERS`, kept fp32 (Wan in bf16)."""
+    module.to(dtype)
+    for name, param in module.named_parameters():
+        if any(key in name for key in FP32_PARAMETERS):
+            param.data = param.data.float()
+    return module
 
 
 def wan_timestep(t: Tensor) -> Tensor:
@@ -102,6 +113,25 @@ class WanVideoConditions:
     context: Tensor
 
 
+@dataclass
+class WanTokens:
+    """The video branch's state between :meth:`WanVideoNetwork.embed` and its head.
+
+    tokens (B, L, D); e (B, L|1, D) and e0 (B, L|1, 6, D) time embeddings; angles (L, Dh/2) 3-D
+    RoPE; mask (B, L) bool valid tokens or None; grid (T, h, w) token grid; context (B, Lc, D)
+    embedded text; token_frames (B,) valid token frames per sample or None (all valid).
+    """
+
+    tokens: Tensor
+    e: Tensor
+    e0: Tensor
+    angles: Tensor
+    mask: Tensor | None
+    grid: tuple[int, int, int]
+    context: Tensor
+    token_frames: Tensor | None
+
+
 def _layer_norm_fp32(x: Tensor, norm: nn.LayerNorm | None = None, eps: float = 1e-6) -> Tensor:
     """LayerNorm in fp32 (Wan's WanLayerNorm): x (any dtype) -> fp32."""
     if norm is None:
@@ -110,27 +140,94 @@ def _layer_norm_fp32(x: Tensor, norm: nn.LayerNorm | None = None, eps: float = 1
 
 
 class WanBlock(nn.Module):
-    """One Wan attention block (``WanAttentionBlock``), modulated by the shared e0 plus its own table."""
+    """One Wan attention block (``WanAttentionBlock``), modulated by the shared e0 plus its own table.
 
-    def __init__(self, dim: int, ffn_dim: int, num_heads: int, *, eps: float = 1e-6, cross_attn_norm: bool = True):
+    The three residual parts are separate (``forward(..., part=...)``) so that a two-branch network
+    (Harmony, Ovi) can interleave cross-modal updates between them (spec §1.4.3 "Block order");
+    ``part="all"`` is exactly their composition. ``cross_attention=False`` drops the text cross-attention and its
+    norm: Harmony's audio branch in ``audio_mmdit: single`` mode, whose text is in-context (spec
+    §1.4.2; Wan block minus 37.8M at D = 3072).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        ffn_dim: int,
+        num_heads: int,
+        *,
+        eps: float = 1e-6,
+        cross_attn_norm: bool = True,
+        cross_attention: bool = True,
+    ):
         super().__init__()
         self.eps = eps
         self.self_attn = MultiHeadAttention(dim, num_heads, qk_norm="across_heads", eps=eps)
-        self.cross_attn = MultiHeadAttention(dim, num_heads, qk_norm="across_heads", eps=eps)
-        self.cross_attn_norm = nn.LayerNorm(dim, eps=eps) if cross_attn_norm else None
+        self.cross_attn = MultiHeadAttention(dim, num_heads, qk_norm="across_heads", eps=eps) if cross_attention else None
+        self.cross_attn_norm = nn.LayerNorm(dim, eps=eps) if cross_attn_norm and cross_attention else None
         self.ffn = MLP(dim, ffn_dim)
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
-    def forward(self, x: Tensor, e0: Tensor, context: Tensor, angles: Tensor, mask: Tensor | None = None) -> Tensor:
-        """x (B, L, D); e0 (B, L|1, 6, D) shared time projection; context (B, Lc, D); angles (L, Dh/2)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation.float() + e0.float()).unbind(dim=2)
+    def modulation_terms(self, e0: Tensor, half: int | None = None) -> tuple[Tensor, ...]:
+        """e0 (B, L|1, 6, D) -> fp32 (B, L|1, D) terms: all six (shift1, scale1, gate1, shift2, scale2, gate2),
+        or only those of the attention (``half=0``) or of the FFN (``half=1``)."""
+        if half is None:
+            return (self.modulation.float() + e0.float()).unbind(dim=2)
+        rows = slice(3 * half, 3 * half + 3)
+        return (self.modulation[:, rows].float() + e0[:, :, rows].float()).unbind(dim=2)
+
+    def self_attention_residual(
+        self, x: Tensor, terms: tuple[Tensor, ...], angles: Tensor, mask: Tensor | None = None
+    ) -> Tensor:
+        """x + gate1 * SelfAttn(LN(x) * (1 + scale1) + shift1); terms = (shift1, scale1, gate1)."""
+        shift1, scale1, gate1 = terms
         dtype = x.dtype
         h = modulate(_layer_norm_fp32(x, eps=self.eps), shift1, scale1).to(dtype)
-        x = (x.float() + self.self_attn(h, query_angles=angles, mask=mask).float() * gate1).to(dtype)
-        h = x if self.cross_attn_norm is None else _layer_norm_fp32(x, self.cross_attn_norm).to(dtype)
-        x = x + self.cross_attn(h, context)
+        return (x.float() + self.self_attn(h, query_angles=angles, mask=mask).float() * gate1).to(dtype)
+
+    def cross_attention_residual(self, x: Tensor, context: Tensor) -> Tensor:
+        """x + CrossAttn(LN_affine(x), text): ungated, unmodulated."""
+        if self.cross_attn is None:
+            raise RuntimeError("this WanBlock was built with cross_attention=False")
+        h = x if self.cross_attn_norm is None else _layer_norm_fp32(x, self.cross_attn_norm).to(x.dtype)
+        return x + self.cross_attn(h, context)
+
+    def ffn_residual(self, x: Tensor, terms: tuple[Tensor, ...]) -> Tensor:
+        """x + gate2 * FFN(LN(x) * (1 + scale2) + shift2); terms = (shift2, scale2, gate2)."""
+        shift2, scale2, gate2 = terms
+        dtype = x.dtype
         h = modulate(_layer_norm_fp32(x, eps=self.eps), shift2, scale2).to(dtype)
         return (x.float() + self.ffn(h).float() * gate2).to(dtype)
+
+    def forward(
+        self,
+        x: Tensor,
+        e0: Tensor | None,
+        context: Tensor | None = None,
+        angles: Tensor | None = None,
+        mask: Tensor | None = None,
+        *,
+        part: str = "all",
+    ) -> Tensor:
+        """x (B, L, D); e0 (B, L|1, 6, D) shared time projection; context (B, Lc, D) (None without
+        cross-attention); angles (L, Dh/2) or (B, 1, L, Dh/2); mask (B, L) bool key mask.
+
+        ``part``: ``"all"`` (the block), or one residual part, ``"self_attention"``, ``"cross_attention"``
+        or ``"ffn"``, so that a two-branch network interleaves cross-modal updates between them while
+        every call still goes through ``forward`` (FSDP units and checkpoint wrappers hook ``forward``).
+        """
+        if part == "all":
+            terms = self.modulation_terms(e0)
+            x = self.self_attention_residual(x, terms[:3], angles, mask)
+            if self.cross_attn is not None:
+                x = self.cross_attention_residual(x, context)
+            return self.ffn_residual(x, terms[3:])
+        if part == "self_attention":
+            return self.self_attention_residual(x, self.modulation_terms(e0, 0), angles, mask)
+        if part == "cross_attention":
+            return self.cross_attention_residual(x, context)
+        if part == "ffn":
+            return self.ffn_residual(x, self.modulation_terms(e0, 1))
+        raise ValueError(f"part must be 'all', 'self_attention', 'cross_attention' or 'ffn', got {part!r}")
 
 
 class WanVideoNetwork(nn.Module):
@@ -252,6 +349,31 @@ class WanVideoNetwork(nn.Module):
         e0 = rearrange(e0, "b l (n d) -> b l n d", n=6)
         return e, e0
 
+    def embed(
+        self, x: Tensor, wan_timesteps: Tensor, conditions: WanVideoConditions, *, frame_lengths: Tensor | None = None
+    ) -> WanTokens:
+        """Everything before the blocks: patchify, RoPE angles, time embeddings, key mask, text context."""
+        if x.dim() != 5 or x.shape[2] != self.latent_channels:
+            raise ValueError(f"x must be (B, T, {self.latent_channels}, h, w), got {tuple(x.shape)}")
+        grid = self.token_grid(x.shape)
+        tokens = self.patchify(x)
+        num_tokens = tokens.shape[1]
+        angles = rope_3d_angles(*grid, self.head_dim, self.rope_theta, device=x.device)
+        e, e0 = self.time_embeddings(wan_timesteps.to(x.device), num_tokens)
+        mask, token_frames = None, None
+        if frame_lengths is not None:
+            frame_of_token = torch.arange(grid[0], device=x.device).repeat_interleave(grid[1] * grid[2])
+            token_frames = (frame_lengths.to(x.device) // self.patch_size[0]).clamp(min=1)
+            mask = frame_of_token[None, :] < token_frames[:, None]
+        context = conditions.context.to(tokens.dtype)
+        return WanTokens(tokens, e, e0, angles, mask, grid, context, token_frames)
+
+    def final_layer(self, tokens: Tensor, e: Tensor, grid: tuple[int, int, int]) -> Tensor:
+        """Wan's head: LN(x) * (1 + scale) + shift with (shift, scale) = table + e, Linear, unpatchify."""
+        shift, scale = (self.head_modulation.float() + e.float()[:, :, None]).unbind(dim=2)
+        out = self.head(modulate(_layer_norm_fp32(tokens, eps=self.eps), shift, scale).to(tokens.dtype))
+        return self.unpatchify(out, grid)
+
     def wan_forward(
         self,
         x: Tensor,
@@ -265,23 +387,11 @@ class WanVideoNetwork(nn.Module):
         frame_lengths (B,) valid latent frames: tokens of later frames are masked out as keys of
         the self-attention (Wan's ``seq_lens``); their outputs are meaningless and should be ignored.
         """
-        if x.dim() != 5 or x.shape[2] != self.latent_channels:
-            raise ValueError(f"x must be (B, T, {self.latent_channels}, h, w), got {tuple(x.shape)}")
-        grid = self.token_grid(x.shape)
-        tokens = self.patchify(x)
-        num_tokens = tokens.shape[1]
-        angles = rope_3d_angles(*grid, self.head_dim, self.rope_theta, device=x.device)
-        e, e0 = self.time_embeddings(wan_timesteps.to(x.device), num_tokens)
-        mask = None
-        if frame_lengths is not None:
-            frame_of_token = torch.arange(grid[0], device=x.device).repeat_interleave(grid[1] * grid[2])
-            mask = frame_of_token[None, :] < (frame_lengths.to(x.device)[:, None] // self.patch_size[0]).clamp(min=1)
-        context = conditions.context.to(tokens.dtype)
+        state = self.embed(x, wan_timesteps, conditions, frame_lengths=frame_lengths)
+        tokens = state.tokens
         for block in self.blocks:
-            tokens = block(tokens, e0, context, angles, mask)
-        shift, scale = (self.head_modulation.float() + e.float()[:, :, None]).unbind(dim=2)
-        out = self.head(modulate(_layer_norm_fp32(tokens, eps=self.eps), shift, scale).to(tokens.dtype))
-        return self.unpatchify(out, grid)
+            tokens = block(tokens, state.e0, state.context, state.angles, state.mask)
+        return self.final_layer(tokens, state.e, state.grid)
 
     def predict_velocity(
         self,
@@ -302,11 +412,7 @@ class WanVideoNetwork(nn.Module):
 
     def to_mixed_precision(self, dtype: torch.dtype = torch.bfloat16) -> "WanVideoNetwork":
         """Cast to ``dtype`` except :data:`FP32_PARAMETERS`, which stay fp32 (how Wan runs in bf16)."""
-        self.to(dtype)
-        for name, param in self.named_parameters():
-            if any(key in name for key in FP32_PARAMETERS):
-                param.data = param.data.float()
-        return self
+        return to_mixed_precision(self, dtype)
 
 
 # ---------------------------------------------------------------------------------- size presets

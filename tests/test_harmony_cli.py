@@ -1,0 +1,69 @@
+"""Harmony end to end: the tiny config fits in-process (shared session fixture ``harmony_fit``), one
+console-script ``avgen generate`` writes ``<id>.mp4`` (audio muxed in) and ``<id>.wav``; the paper config's
+parameter count and FSDP strategy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from cli_support import HARMONY_FAST, HARMONY_TINY
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def test_checkpoint_holds_the_network_and_drops_frozen_components(harmony_fit):
+    _, ckpt = harmony_fit
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    keys = checkpoint["state_dict"].keys()
+    assert checkpoint["avgen"]["model_class"] == "avgen.models.harmony.module.HarmonyModule"
+    assert any(k.startswith("network.video.") for k in keys) and any(k.startswith("network.gldi.") for k in keys)
+    assert not any(k.startswith(("text_encoder.", "codec.", "video_codec.")) for k in keys)
+
+
+def test_console_generate_writes_an_mp4_with_sound_and_a_wav(harmony_fit, tmp_path):
+    root, ckpt = harmony_fit
+    out = tmp_path / "joint"
+    script = Path(sys.executable).with_name("avgen")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "avgen.cli"]
+    result = subprocess.run(
+        [*command, "generate", "--config", HARMONY_TINY, *HARMONY_FAST, f"--trainer.default_root_dir={root}",
+         "--ckpt_path", str(ckpt), "--output_dir", str(out), "--num_steps", "2", "--seed", "0", "--guidance", "sync"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 mp4 files" in result.stdout
+    mp4s, wavs = sorted(out.glob("*.mp4")), sorted(out.glob("*.wav"))
+    assert len(mp4s) == 2 and [p.stem for p in mp4s] == [p.stem for p in wavs]
+    for mp4, wav in zip(mp4s, wavs):
+        audio, rate = sf.read(str(wav), dtype="float32")
+        assert rate == 16000 and len(audio) == 8000 and np.isfinite(audio).all()
+        with av.open(str(mp4)) as container:
+            assert len(container.streams.video) == 1 and len(container.streams.audio) == 1
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+        with av.open(str(mp4)) as container:
+            assert container.streams.audio[0].rate == 16000
+            sound = np.concatenate([f.to_ndarray().reshape(-1) for f in container.decode(audio=0)])
+        assert len(frames) == 4 and frames[0].shape[:2] == (16, 16)  # 0.5 s at 8 fps
+        assert sound.size >= 8000 and np.abs(sound).max() > 0
+
+
+def test_paper_config_counts_the_spec_parameters_and_shards_with_fsdp(capsys):
+    from avgen.cli import main
+    from avgen.models.harmony.fsdp import HarmonyFSDPStrategy
+
+    main(["summary", "--config", str(REPO / "configs" / "harmony" / "paper.yaml")])
+    lines = dict(line.rsplit(": ", 1) for line in capsys.readouterr().out.splitlines() if ": " in line)
+    network = int(lines["network"].replace(",", ""))
+    assert abs(network - 12.8e9) / 12.8e9 < 0.02  # spec §3: 5.0B video + 4.4B audio + 3.4B GLDI
+    assert abs(int(lines["network.video"].replace(",", "")) - 4_999_787_712) == 0  # Wan2.2-TI2V-5B exactly
+    strategy = HarmonyFSDPStrategy()
+    assert strategy._activation_checkpointing_kwargs and strategy.kwargs["use_orig_params"]
