@@ -20,10 +20,10 @@ def _tiny_clip(tmp_path) -> str:
 
     config_dir = tmp_path / "configs"
     config_dir.mkdir()
-    (config_dir / "avgen-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config_dir)
+    (config_dir / "eval-test-tiny-clip.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config_dir)  # a name of its own: never replace the configs the package registers
     torch.manual_seed(0)
-    model = open_clip.create_model("avgen-tiny-clip", pretrained=None)
+    model = open_clip.create_model("eval-test-tiny-clip", pretrained=None)
     torch.save(model.state_dict(), tmp_path / "tiny_clip.pt")
     return str(tmp_path / "tiny_clip.pt")
 
@@ -53,13 +53,13 @@ def test_clip_backend_loads_a_local_tiny_clip_and_scores_frames(tmp_path):
     import open_clip
 
     path = _tiny_clip(tmp_path)
-    backend = ClipImageTextBackend("avgen-tiny-clip", path)
+    backend = ClipImageTextBackend("eval-test-tiny-clip", path)
     frames = torch.rand(4, 3, 40, 48)
     image = backend.embed_images(frames)
     text = backend.embed_text(["a dog barks"])
     assert image.shape == (4, 16) and text.shape == (1, 16)
     # independent: the saved weights in a fresh open_clip model, frames prepared by hand
-    reference = open_clip.create_model("avgen-tiny-clip", pretrained=None)
+    reference = open_clip.create_model("eval-test-tiny-clip", pretrained=None)
     reference.load_state_dict(torch.load(path, weights_only=True))
     reference.eval()
     resized = torch.nn.functional.interpolate(frames, size=(32, 38), mode="bicubic", align_corners=False, antialias=True)
@@ -68,11 +68,11 @@ def test_clip_backend_loads_a_local_tiny_clip_and_scores_frames(tmp_path):
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = torch.nn.functional.normalize(reference.encode_image((crop - mean) / std), dim=-1)
-        expected_text = torch.nn.functional.normalize(reference.encode_text(open_clip.get_tokenizer("avgen-tiny-clip")(["a dog barks"])), dim=-1)
+        expected_text = torch.nn.functional.normalize(reference.encode_text(open_clip.get_tokenizer("eval-test-tiny-clip")(["a dog barks"])), dim=-1)
     torch.testing.assert_close(image, expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(text, expected_text, atol=1e-5, rtol=1e-5)
     metric = VideoTextSimilarity()
     metric.update(image, text[0])
     assert float(metric.compute()) == pytest.approx(_mean_cos(image.double().numpy(), text[0].double().numpy()), rel=1e-6)
     with pytest.raises(BackendUnavailable, match="missing.pt"):
-        ClipImageTextBackend("avgen-tiny-clip", str(tmp_path / "missing.pt"))
+        ClipImageTextBackend("eval-test-tiny-clip", str(tmp_path / "missing.pt"))

@@ -92,21 +92,22 @@ def test_training_loss_is_eq_3_4_over_the_span_with_the_injected_context():
     model = tiny_model(cond_drop_prob=0.0)
     perturb(model.network)
     batch = feature_batch(model)
-    torch.manual_seed(5)
+    model.randomness.start_step(global_step=5, batch_idx=5)
     loss = model.training_step(batch, 0)
 
-    torch.manual_seed(5)
+    model.randomness.start_step(global_step=5, batch_idx=5)  # the same step: the same draws, in step order
+    generator = model.training_generator()
     x1 = model.codec.encode(batch.audio)
     lengths = model.codec.latent_lengths(batch.audio_lengths)
     valid = torch.arange(x1.shape[1])[None] < lengths[:, None]
-    encoded = model.prepare_targets(model.encode_conditions(batch), batch, x1, valid)
+    encoded = model.prepare_targets(model.encode_conditions(batch), batch, x1, valid, generator=generator)
     span = encoded.generate_mask
     assert not (span & ~valid).any() and (span.sum(1) >= torch.floor(0.7 * lengths)).all()
     # the conditional latent is x1 on the context and zero on the span and padding
     torch.testing.assert_close(encoded.cond_latent, x1 * (valid & ~span)[..., None])
     conditions = model.make_conditions(model.network, encoded, batch, latent_length=x1.shape[1], branch="train")
-    x0 = torch.randn_like(x1)
-    t = model.time_sampler(x1.shape[0])
+    x0 = torch.randn(x1.shape, generator=generator)
+    t = model.time_sampler(x1.shape[0], generator=generator)
     v = model.network.predict_velocity(interpolate(x0, x1, t), t, conditions, latent_mask=valid)
     y_hat, y = v.detach().double().numpy(), (x1 - x0).double().numpy()
     mask = span.numpy()

@@ -12,7 +12,7 @@ from avgen.models.registry import create_network, list_networks, network_preset,
 from avgen.models.audiogen_omni import AudioGenOmni  # noqa: E402  (registers its presets)
 from avgen.models.foleygenex import FoleyGenEx  # noqa: E402  (registers its presets)
 from avgen.models.omnisonic import OmniSonic  # noqa: E402
-from avgen.models import harmony as _harmony  # noqa: E402,F401  (registers the Wan video presets)
+from avgen.models.harmony import HarmonyModule  # noqa: E402  (registers the Wan and Harmony presets)
 
 __all__ = [
     "AudioGenOmni",
@@ -22,6 +22,7 @@ __all__ = [
     "GenerationInputs",
     "GenerationInterface",
     "GenerationRequest",
+    "HarmonyModule",
     "OmniSonic",
     "SamplingOptions",
     "Task",

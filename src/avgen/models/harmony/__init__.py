@@ -10,6 +10,7 @@
 from avgen.models.harmony.audio_network import AudioTokens, DualStreamWanBlock, HarmonyAudioNetwork
 from avgen.models.harmony.gldi import CrossModalAttention, GLDIGeometry, GLDILayer, gldi_geometry, window_mask
 from avgen.models.harmony.network import HarmonyConditions, HarmonyNetwork
+from avgen.models.harmony.module import HarmonyModule
 from avgen.models.harmony.video_network import (
     WanBlock,
     WanTokens,
@@ -33,6 +34,7 @@ __all__ = [
     "GLDILayer",
     "HarmonyAudioNetwork",
     "HarmonyConditions",
+    "HarmonyModule",
     "HarmonyNetwork",
     "WanBlock",
     "WanTokens",

@@ -345,7 +345,7 @@ class HarmonyModule(FlowMatchingModule):
         reference image are kept: they are inputs, not prompts)."""
         caption, video_caption, transcript = encoded.caption_present, encoded.video_caption_present, encoded.transcript_present
         if branch == "train":
-            keep = [torch.rand(caption.shape, device=caption.device) >= self.prompt_dropout for _ in range(3)]
+            keep = [self.training_rand(caption) >= self.prompt_dropout for _ in range(3)]
             caption, video_caption, transcript = caption & keep[0], video_caption & keep[1], transcript & keep[2]
         elif branch == "unconditional":
             caption, video_caption, transcript = (torch.zeros_like(caption),) * 3
@@ -592,10 +592,12 @@ class HarmonyModule(FlowMatchingModule):
 
     # ------------------------------------------------------------------ training / evaluation
     def training_step(self, batch: AVBatch, batch_idx: int) -> Tensor:
-        targets, encoded = self.harmony_targets(batch, self.encode_conditions(batch))
+        # Every draw of the step comes from the step-seeded generator, so a resumed run is exact (DEVELOPERS.md).
+        generator = self.training_generator("cpu")
+        targets, encoded = self.harmony_targets(batch, self.encode_conditions(batch), generator=generator)
         conditions = self.make_conditions(self.network, encoded, batch, latent_length=targets.audio.shape[1], branch="train")
-        audio_noise, video_noise = self._noise(targets, None)
-        t = self.time_sampler(len(batch), device=targets.audio.device)
+        audio_noise, video_noise = self._noise(targets, generator)
+        t = self.time_sampler(len(batch), device="cpu", generator=generator).to(targets.audio.device)
         losses = self.cross_task_losses(self.network, targets, conditions, t, audio_noise, video_noise)
         size = len(batch)
         self.log("train/loss", losses["loss"], prog_bar=True, batch_size=size)

@@ -103,7 +103,7 @@ class HarmonyNetwork(nn.Module):
         speech_max_positions: int = 8192,
         speech_num_blocks: int = 4,
         # interaction
-        gldi: str = "on",
+        gldi: str | bool = "on",
         rope_align: str = "aligned",
         window: int = 1,
         gldi_rope_dim: int | str = "t_band",
@@ -113,6 +113,8 @@ class HarmonyNetwork(nn.Module):
         gradient_checkpointing: bool = False,
     ):
         super().__init__()
+        if isinstance(gldi, bool):  # YAML 1.1 reads an unquoted on / off as a boolean
+            gldi = "on" if gldi else "off"
         if gldi not in GLDI_MODES:
             raise ValueError(f"gldi must be one of {GLDI_MODES}, got {gldi!r}")
         if rope_align not in ROPE_ALIGN_MODES:
