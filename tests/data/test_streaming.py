@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import signal
 from pathlib import Path
 from unittest import mock
 
@@ -177,7 +178,9 @@ def test_precompute_resumes_and_rebuilds_a_lost_chunk(toy_shards):
     assert again.written == 0 and again.reused == CLIPS and again.parts_reused == 2
     lost = sorted(before)[-1]  # a chunk of the second part
     (root / lost).unlink()
+    handler = signal.getsignal(signal.SIGINT)
     rebuilt = precompute(model, data, out, batch_size=3, clips_per_part=5, progress=False)
+    assert signal.getsignal(signal.SIGINT) is handler  # litdata's optimize must not keep Ctrl-C for itself
     assert rebuilt.parts_written == 1 and rebuilt.written == CLIPS - 5 and rebuilt.reused == 5
     assert {p.name: p.read_bytes() for p in root.glob("part-*-chunk-*.bin")} == before
     stats = latent_statistics([root])

@@ -108,9 +108,13 @@ def test_two_process_ddp_fits_foleygenex_and_omnisonic_with_a_trainable_speecht5
 def test_omnisonic_stage_configs_name_jsonl_manifests_and_chain_the_checkpoint(tmp_path):
     configs = {name: yaml.safe_load((REPO / f"configs/omnisonic/{name}.yaml").read_text())
                for name in ("paper", "stage1", "stage2")}
-    for name, config in configs.items():
+    # paper.yaml streams precomputed shards; its media datamodule (what precompute reads) is media.yaml
+    media = {"paper": yaml.safe_load((REPO / "configs/omnisonic/media.yaml").read_text()),
+             "stage1": configs["stage1"]["data"], "stage2": configs["stage2"]["data"]}
+    assert configs["paper"]["data"]["class_path"].endswith("StreamingDataModule")
+    for name, data in media.items():
         for source in ("speech", "environment"):
-            args = config["data"]["init_args"][source]["init_args"]
+            args = data["init_args"][source]["init_args"]
             manifests = [v for k, v in args.items() if k.endswith("_manifest")]
             assert manifests and all(m.endswith(".jsonl") for m in manifests), (name, manifests)
     stage1_last = [c["init_args"] for c in configs["stage1"]["trainer"]["callbacks"]

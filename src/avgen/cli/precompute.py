@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -75,6 +76,17 @@ class PrecomputeReport:
 
 
 # ---------------------------------------------------------------------------------------------- encoding
+def _optimize(**kwargs: Any) -> None:
+    """litdata's ``optimize``, leaving the caller's Ctrl-C handler in place (litdata replaces it and keeps its own)."""
+    from litdata import optimize
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        optimize(**kwargs)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _load(dataset: Any, index: int) -> tuple[Any, str | None]:
     """(sample, None) or (None, why it was skipped)."""
     try:
@@ -212,8 +224,6 @@ def _part_complete(root: Path, part: int, indices: list[int]) -> dict[str, Any] 
 def _write_part(root: Path, part: int, indices: list[int], *, batch_size: int, num_workers: int, chunk_bytes: str,
                 build_args: list[str] | None, split: str, source: str | None, dataset: Any) -> dict[str, Any]:
     """Encode one part with ``litdata.optimize`` into a scratch folder, then move it into the set."""
-    from litdata import optimize
-
     tag = f"part-{part:0{PART_DIGITS}d}"
     for stale in list(root.glob(f"{tag}-*")) + [root / f"{tag}.json"]:
         stale.unlink(missing_ok=True) if stale.is_file() else shutil.rmtree(stale, ignore_errors=True)
@@ -223,7 +233,7 @@ def _write_part(root: Path, part: int, indices: list[int], *, batch_size: int, n
     skip_file.unlink(missing_ok=True)
     (root / f".{tag}.seconds").unlink(missing_ok=True)
     inputs = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    optimize(fn=_EncodePart(str(skip_file), build_args, split, source), inputs=inputs, output_dir=str(scratch),
+    _optimize(fn=_EncodePart(str(skip_file), build_args, split, source), inputs=inputs, output_dir=str(scratch),
              chunk_bytes=chunk_bytes, num_workers=min(num_workers, len(inputs)), reorder_files=False,
              keep_data_ordered=True, start_method="fork" if _WORKER.get("fork", True) else "spawn", verbose=False)
     skipped = []
@@ -279,7 +289,7 @@ def write_buckets(root: Path, bucket_seconds: list[float], chunk_bytes: str = "6
     A clip goes to the first bucket whose upper bound (seconds) it does not exceed; longer clips to a last,
     open bucket. The whole set stays as it is (readable without bucketing), so its records are stored twice.
     """
-    from litdata import StreamingDataset, optimize
+    from litdata import StreamingDataset
 
     from avgen.data.shards import BUCKETS_FILE
 
@@ -304,7 +314,7 @@ def write_buckets(root: Path, bucket_seconds: list[float], chunk_bytes: str = "6
         folder = root / f"bucket-{k}"
         shutil.rmtree(folder, ignore_errors=True)
         if indices:
-            optimize(fn=_copy_record, inputs=[(str(root), i) for i in indices], output_dir=str(folder),
+            _optimize(fn=_copy_record, inputs=[(str(root), i) for i in indices], output_dir=str(folder),
                      chunk_bytes=chunk_bytes, num_workers=1, reorder_files=False, keep_data_ordered=True,
                      start_method="fork", verbose=False)
             (folder / "precompute.json").write_text(info)
