@@ -66,4 +66,16 @@ def test_paper_config_counts_the_spec_parameters_and_shards_with_fsdp(capsys):
     assert abs(network - 12.8e9) / 12.8e9 < 0.02  # spec §3: 5.0B video + 4.4B audio + 3.4B GLDI
     assert abs(int(lines["network.video"].replace(",", "")) - 4_999_787_712) == 0  # Wan2.2-TI2V-5B exactly
     strategy = HarmonyFSDPStrategy()
-    assert strategy._activation_checkpointing_kwargs and strategy.kwargs["use_orig_params"]
+    assert strategy.checkpoint_blocks and strategy.kwargs["use_orig_params"]
+    # the units are the outermost declared blocks: a two-stream audio block is wrapped, the Wan blocks inside it not
+    from avgen.models import create_network
+    from avgen.models.harmony import DualStreamWanBlock, GLDILayer, WanBlock
+    from avgen.training.fsdp import block_wrap_policy_for
+
+    network = create_network("harmony-tiny", device="meta", audio_mmdit="dual")
+    policy = block_wrap_policy_for(network)
+    wrapped = list(policy._run_policy(network, set(), {}))  # torch's own policy traversal
+    assert {type(m) for m in wrapped} == {WanBlock, DualStreamWanBlock, GLDILayer}
+    inner = {id(b) for d in network.modules() if isinstance(d, DualStreamWanBlock) for b in d.modules() if b is not d}
+    assert inner and not inner & {id(m) for m in wrapped}
+    assert sum(isinstance(m, GLDILayer) for m in wrapped) == len(network.gldi)

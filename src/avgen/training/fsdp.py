@@ -35,9 +35,22 @@ def block_wrap_policy_for(model: Module) -> Any:
 
 
 class BlockFSDPStrategy(FSDPStrategy):
-    """``FSDPStrategy`` wrapping each declared block of ``model.network`` (see the module docstring)."""
+    """``FSDPStrategy`` wrapping each declared block of ``model.network`` (see the module docstring).
+
+    Args:
+        checkpoint_blocks: also recompute each of those blocks in the backward pass (FSDP's activation
+            checkpointing on exactly the wrapped units; use it or the network's own
+            ``gradient_checkpointing``, not both).
+        **kwargs: :class:`~lightning.pytorch.strategies.FSDPStrategy`'s arguments.
+    """
+
+    def __init__(self, checkpoint_blocks: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.checkpoint_blocks = bool(checkpoint_blocks)
 
     def _setup_model(self, model: Module) -> Module:
         if "auto_wrap_policy" not in self.kwargs:
             self.kwargs["auto_wrap_policy"] = block_wrap_policy_for(model)
+        if self.checkpoint_blocks and not self._activation_checkpointing_kwargs:
+            self._activation_checkpointing_kwargs = {"auto_wrap_policy": block_wrap_policy_for(model)}
         return super()._setup_model(model)

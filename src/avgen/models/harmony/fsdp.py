@@ -18,21 +18,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch.strategies import FSDPStrategy
-
-from avgen.models.harmony.audio_network import DualStreamWanBlock
-from avgen.models.harmony.gldi import GLDILayer
-from avgen.models.harmony.video_network import WanBlock
+from avgen.models.harmony.network import HarmonyNetwork
+from avgen.training.fsdp import BlockFSDPStrategy
 
 __all__ = ["HARMONY_FSDP_UNITS", "HarmonyFSDPStrategy"]
 
-# The modules that become FSDP units (and checkpointed regions): the Wan blocks of both branches (the audio
-# branch's two-stream block in ``audio_mmdit: dual``) and GLDI.
-HARMONY_FSDP_UNITS = {WanBlock, DualStreamWanBlock, GLDILayer}
+# The FSDP units (and checkpointed regions): HarmonyNetwork.block_classes, the Wan blocks of both branches
+# (the audio branch's two-stream block in ``audio_mmdit: dual``, never the Wan blocks inside it) and GLDI.
+HARMONY_FSDP_UNITS = HarmonyNetwork.block_classes
 
 
-class HarmonyFSDPStrategy(FSDPStrategy):
-    """``FSDPStrategy`` wrapping :data:`HARMONY_FSDP_UNITS`, with activation checkpointing on them.
+class HarmonyFSDPStrategy(BlockFSDPStrategy):
+    """:class:`~avgen.training.BlockFSDPStrategy` over HarmonyNetwork's outermost declared blocks, with
+    activation checkpointing on them by default.
 
     Args:
         activation_checkpointing: recompute each unit in the backward pass (default True).
@@ -50,8 +48,7 @@ class HarmonyFSDPStrategy(FSDPStrategy):
         **kwargs: Any,
     ):
         super().__init__(
-            auto_wrap_policy=set(HARMONY_FSDP_UNITS),
-            activation_checkpointing_policy=set(HARMONY_FSDP_UNITS) if activation_checkpointing else None,
+            checkpoint_blocks=activation_checkpointing,
             sharding_strategy=sharding_strategy,
             state_dict_type=state_dict_type,
             use_orig_params=use_orig_params,

@@ -33,9 +33,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from avgen.models.harmony.audio_network import AudioTokens, HarmonyAudioNetwork, resolve_rope_dim
+from avgen.models.harmony.audio_network import AudioTokens, DualStreamWanBlock, HarmonyAudioNetwork, resolve_rope_dim
 from avgen.models.harmony.gldi import GLDI_MODES, ROPE_ALIGN_MODES, GLDIGeometry, GLDILayer, gldi_geometry
 from avgen.models.harmony.video_network import (
+    WanBlock,
     WanTokens,
     WanVideoConditions,
     WanVideoNetwork,
@@ -72,6 +73,10 @@ class HarmonyNetwork(nn.Module):
     backward pass (``torch.utils.checkpoint``, non-reentrant) while training.
     Defaults are the tiny ToyWorld sizes (preset ``harmony-tiny``).
     """
+
+    # FSDP units / checkpointed regions (avgen.nn.blocks): the outermost ones, so a two-stream audio block is one
+    # unit and its inner Wan blocks are not wrapped again.
+    block_classes = (WanBlock, DualStreamWanBlock, GLDILayer)
 
     def __init__(
         self,
