@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from avgen.cli.precompute import latent_statistics, precompute
+from avgen.cli.precompute import latent_statistics, litdata_optimize, precompute
 from avgen.codecs.mel import MelCodec
 from avgen.conditioning import CLIPTextEncoder, CLIPVisionEncoder, SyncEncoder, tiny_sync_kwargs
 from avgen.data import ToyWorldDataModule, collate
@@ -136,14 +136,12 @@ def test_resume_continues_with_the_next_unseen_sample(toy_shards, tmp_path):
 
 def _synthetic_set(root: Path, name: str, n: int) -> str:
     """A shard set of ``n`` metadata-only clips (ids ``<name><i>``, clip i lasts 1 + i % 4 s), written with litdata."""
-    from litdata import optimize
-
     def record(i: int):
         return sample_to_record(Sample(id=f"{name}{i}", sample_rate=10, audio=torch.zeros(10 * (1 + i % 4))), {})
 
     path = root / name
-    optimize(fn=record, inputs=list(range(n)), output_dir=str(path), chunk_size=50, num_workers=1,
-             start_method="fork", verbose=False)
+    litdata_optimize(fn=record, inputs=list(range(n)), output_dir=str(path), chunk_size=50, num_workers=1,
+                     start_method="fork", verbose=False)
     (path / "precompute.json").write_text(json.dumps({"media": {}, "split": "train"}))
     return str(path)
 

@@ -76,7 +76,7 @@ class PrecomputeReport:
 
 
 # ---------------------------------------------------------------------------------------------- encoding
-def _optimize(**kwargs: Any) -> None:
+def litdata_optimize(**kwargs: Any) -> None:
     """litdata's ``optimize``, leaving the caller's Ctrl-C handler in place (litdata replaces it and keeps its own)."""
     from litdata import optimize
 
@@ -233,9 +233,10 @@ def _write_part(root: Path, part: int, indices: list[int], *, batch_size: int, n
     skip_file.unlink(missing_ok=True)
     (root / f".{tag}.seconds").unlink(missing_ok=True)
     inputs = [indices[i:i + batch_size] for i in range(0, len(indices), batch_size)]
-    _optimize(fn=_EncodePart(str(skip_file), build_args, split, source), inputs=inputs, output_dir=str(scratch),
-             chunk_bytes=chunk_bytes, num_workers=min(num_workers, len(inputs)), reorder_files=False,
-             keep_data_ordered=True, start_method="fork" if _WORKER.get("fork", True) else "spawn", verbose=False)
+    litdata_optimize(fn=_EncodePart(str(skip_file), build_args, split, source), inputs=inputs,
+                     output_dir=str(scratch), chunk_bytes=chunk_bytes, num_workers=min(num_workers, len(inputs)),
+                     reorder_files=False, keep_data_ordered=True,
+                     start_method="fork" if _WORKER.get("fork", True) else "spawn", verbose=False)
     skipped = []
     if skip_file.is_file():
         for line in skip_file.read_text().splitlines():
@@ -314,9 +315,9 @@ def write_buckets(root: Path, bucket_seconds: list[float], chunk_bytes: str = "6
         folder = root / f"bucket-{k}"
         shutil.rmtree(folder, ignore_errors=True)
         if indices:
-            _optimize(fn=_copy_record, inputs=[(str(root), i) for i in indices], output_dir=str(folder),
-                     chunk_bytes=chunk_bytes, num_workers=1, reorder_files=False, keep_data_ordered=True,
-                     start_method="fork", verbose=False)
+            litdata_optimize(fn=_copy_record, inputs=[(str(root), i) for i in indices], output_dir=str(folder),
+                             chunk_bytes=chunk_bytes, num_workers=1, reorder_files=False, keep_data_ordered=True,
+                             start_method="fork", verbose=False)
             (folder / "precompute.json").write_text(info)
         upper = bounds[k] if k < len(bounds) else None
         buckets.append({"dir": folder.name, "max_seconds": upper, "clips": len(indices)})
