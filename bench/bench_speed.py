@@ -225,12 +225,18 @@ class Runner:
             self.optimizer.step()
 
 
-def measure(runs: dict[str, Runner], repeats: int, fp32_only: bool = False) -> dict[str, dict[str, float]]:
-    """Every metric for every runner, interleaved metric by metric (same load for the numbers of a ratio)."""
+def measure(
+    runs: dict[str, Runner], repeats: int, fp32_only: bool = False, count_aten: bool | None = None
+) -> dict[str, dict[str, float]]:
+    """Every metric for every runner, interleaved metric by metric (same load for the numbers of a ratio).
+
+    ``fp32_only`` leaves the bf16 metrics NaN (on CPUs without bf16 instructions they take most of a run).
+    """
+    count_aten = not fp32_only if count_aten is None else count_aten
     out: dict[str, dict[str, float]] = {name: {} for name in runs}
     for name, run in runs.items():
         run.net.eval()
-        out[name]["aten_fwd"] = aten_calls(run.forward) if not fp32_only else float("nan")
+        out[name]["aten_fwd"] = aten_calls(run.forward) if count_aten else float("nan")
     for metric, fn in (
         ("fwd_fp32", lambda r: r.forward()),
         ("fwd_bf16", lambda r: r.forward(True)),
@@ -239,11 +245,13 @@ def measure(runs: dict[str, Runner], repeats: int, fp32_only: bool = False) -> d
     ):
         for name, run in runs.items():
             if fp32_only and metric.endswith("bf16"):
+                out[name][metric] = float("nan")
                 continue
             out[name][metric] = timed(lambda: fn(run), 1, repeats, "min")
     for metric, bf16 in (("train_fp32", False), ("train_bf16", True)):
         for name, run in runs.items():
             if fp32_only and bf16:
+                out[name][metric] = float("nan")
                 continue
             run.net.train()
             out[name][metric] = timed(lambda: run.train_step(bf16), 1, repeats, "min")
@@ -253,11 +261,13 @@ def measure(runs: dict[str, Runner], repeats: int, fp32_only: bool = False) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1+1 blocks, 4-s clips, 2 repeats (a smoke run)")
+    parser.add_argument("--quick", action="store_true", help="1+1 blocks, 4-s clips (a smoke run)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2, help="training / forward batch (sampling: 1 clip, 2 CFG branches)")
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"subset of {','.join(FAMILIES)}")
+    parser.add_argument("--fp32-only", action="store_true",
+                        help="skip the bf16 columns (NaN): without bf16 instructions they dominate the run")
     parser.add_argument("--compile", default="inductor", help="torch.compile backend for the compiled column, or none")
     parser.add_argument("--compile-families", default="foleygenex",
                         help="families whose compiled column is measured (inductor compiles take minutes on a small CPU)")
@@ -266,7 +276,7 @@ def main() -> None:
     parser.add_argument("--before", default=BEFORE_REV, help="git revision of the tree before issue 15; 'none' skips")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    repeats = 2 if args.quick else args.repeats
+    repeats = args.repeats
     print(f"torch {torch.__version__}, {args.threads} threads; fastest of {repeats} calls; ratios from one run")
 
     ceiling = ceilings(args.threads, repeats)
@@ -295,7 +305,7 @@ def main() -> None:
             with torch.no_grad():
                 diff = (runs["after"].forward() - runs["before"].forward()).abs().max().item()
             print(f"{after['name']}: |after - before| forward = {diff:.2e}", flush=True)
-        result = measure(runs, repeats)
+        result = measure(runs, repeats, fp32_only=args.fp32_only, count_aten=True)
         run = runs["after"]
         run.net.train()
         train_flops = flops(lambda: run.train_step(step=False))
