@@ -12,7 +12,9 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
 * :class:`avgen.eval.panns.PannsBackend` (``panns``): PANNs Cnn14 16 kHz, an own implementation
   that loads the public ``Cnn14_16k_mAP=0.438.pth``: FD_PANNs, KL_PANNs, IS.
 * :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER.
-* :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, VGGish, Synchformer-AV, SyncNet,
+* :class:`avgen.eval.syncnet.SyncNetBackend` (``syncnet``): SyncNet on (video, audio) pairs, an own
+  implementation loading the public ``syncnet_v2.model``: Sync-C / Sync-D.
+* :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, VGGish, Synchformer-AV,
   Resemblyzer, torchcrepe, ImageBind, CLIP-video), each with why avgen cannot run it;
   :func:`get_backend` raises :class:`BackendUnavailable` with the reason and the fix, and
   ``avgen compare`` reports the metric as skipped - never as a number.
@@ -160,7 +162,6 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
         "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",
         "avgen has no Synchformer network (MotionFormer + AST + offset transformer) and compare has no generated video"),
-    "syncnet": UnavailableBackend("SyncNet (talking faces)", ("sync_c", "sync_d"), None, "none in this version"),
     "resemblyzer": UnavailableBackend(
         "Resemblyzer speaker encoder", ("secs",), "resemblyzer",
         "none in this version (an avgen back-end around resemblyzer.VoiceEncoder is to be written)",
@@ -178,7 +179,7 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
 
 
 def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
-    """A back-end by name (``melstats``; ``clap``, ``panns``, ``whisper`` with ``path``); unavailable ones raise
+    """A back-end by name (``melstats``; ``clap``, ``panns``, ``whisper``, ``syncnet`` with ``path``); unavailable ones raise
     :class:`BackendUnavailable`."""
     if name == "melstats":
         return MelStatsBackend()
@@ -200,9 +201,15 @@ def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
             raise BackendUnavailable("whisper", "no Whisper weights given",
                                      "--whisper <WhisperForConditionalGeneration directory or hub name, e.g. openai/whisper-large-v3>")
         return WhisperBackend(path)
+    if name == "syncnet":
+        from avgen.eval.syncnet import SYNCNET_FIX, SyncNetBackend
+
+        if not path:
+            raise BackendUnavailable("syncnet", "no SyncNet weights given", SYNCNET_FIX)
+        return SyncNetBackend(path)
     if name in UNAVAILABLE:
         entry = UNAVAILABLE[name]
         missing = entry.package is not None and importlib.util.find_spec(entry.package) is None
         reason = f"{entry.description}: " + (f"package {entry.package!r} not installed; " if missing else "") + entry.reason
         raise BackendUnavailable(name, reason, entry.fix)
-    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, whisper or one of {sorted(UNAVAILABLE)}")
+    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, whisper, syncnet or one of {sorted(UNAVAILABLE)}")
