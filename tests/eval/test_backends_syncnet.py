@@ -176,6 +176,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
         get_backend("syncnet", str(tmp_path / "cut.model"))
 
 
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric SyncDistance was called before")
 def test_offset_search_and_clip_reduction_match_calc_pdist_transcription():
     rng = np.random.default_rng(2)
     clips = [(rng.normal(size=(n, 5)), rng.normal(size=(n, 5))) for n in (12, 40, 7)]
@@ -265,3 +266,43 @@ def test_audio_shifted_copy_gives_the_known_offset(tmp_path):
     # a 50 fps video (every frame twice) is taken at 25 fps: the same windows, the same distances
     torch.testing.assert_close(backend.distances(np.repeat(frames, 2, axis=0), 50.0, audio, 16000),
                                backend.distances(frames, 25.0, audio, 16000))
+
+
+def test_registry_scores_sync_c_and_sync_d_on_the_videos_with_the_audio(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from avgen.cli.compare import _select_metrics, evaluate_parser
+    from avgen.data.media import write_mp4
+    from avgen.eval.registry import METRICS, ScoreContext, load_builtin, read_video_frames, score_all
+
+    load_builtin()
+    assert METRICS["sync_c"].higher_is_better and not METRICS["sync_d"].higher_is_better
+    assert METRICS["sync_c"].needs_video and METRICS["sync_d"].backend == "syncnet"
+    assert "--syncnet" in evaluate_parser().format_help()
+    metrics, skipped, _ = _select_metrics(["sync_c", "sync_d"], weights={"syncnet": None})
+    assert metrics == [] and "--syncnet" in skipped["sync_c"] and "syncnet_v2.model" in skipped["sync_d"]
+
+    torch.save(_tiny_syncnet(seed=7).state_dict(), tmp_path / "tiny.model")
+    metrics, skipped, backends = _select_metrics(["sync_c", "sync_d"], weights={"syncnet": str(tmp_path / "tiny.model")})
+    assert metrics == ["sync_c", "sync_d"] and not skipped
+    rng = np.random.default_rng(8)
+    ids = ["a", "b", "short", "silent_film"]
+    videos, generated = {}, {}
+    for sample_id, frames in zip(ids, (12, 9, 4, 10)):
+        generated[sample_id] = tmp_path / f"{sample_id}.wav"
+        sf.write(str(generated[sample_id]), rng.normal(0, 0.1, frames * 640).astype(np.float32), 16000, subtype="FLOAT")
+        if sample_id != "silent_film":  # "short" has 4 frames, fewer than one window needs: left out
+            videos[sample_id] = write_mp4(tmp_path / f"{sample_id}.mp4", torch.rand(frames, 3, 32, 32), 25.0)
+    ctx = ScoreContext(ids=ids, samples={i: {} for i in ids}, generated=generated, reference={},
+                       cache_dir=tmp_path / "model", reference_cache_dir=tmp_path / "reference", videos=videos,
+                       backends=backends)
+    scores = score_all(ctx, ["sync_c", "sync_d"])
+    backend = backends["syncnet"]
+    results = [backend.score(*read_video_frames(videos[i]), *ctx.audio("generated", i)) for i in ("a", "b")]
+    assert scores["sync_c"] == pytest.approx(np.mean([r.confidence for r in results]), rel=1e-6)
+    assert scores["sync_d"] == pytest.approx(np.mean([r.min_distance for r in results]), rel=1e-6)
+    # cached per sample: a second model context over the same cache computes nothing
+    monkeypatch.setattr(SyncNetBackend, "distances", lambda *a, **k: pytest.fail("scored again"))
+    again = ScoreContext(ids=ids, samples=ctx.samples, generated=generated, reference={}, cache_dir=tmp_path / "model",
+                         reference_cache_dir=tmp_path / "reference", videos=videos, backends=backends)
+    assert score_all(again, ["sync_c", "sync_d"]) == scores

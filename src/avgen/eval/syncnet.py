@@ -418,3 +418,67 @@ class SyncNetBackend(nn.Module):
 
     def score(self, frames, fps: float, waveform, sample_rate: int) -> SyncResult:
         return sync_result(self.distances(frames, fps, waveform, sample_rate), self.protocol.vshift)
+
+
+# ------------------------------------------------------------------------------------ avgen compare / evaluate
+def clip_distances(ctx) -> list[np.ndarray]:
+    """Per clip of one model's generated set that has a video, the (windows, 2 vshift + 1) offset
+    distances of the generated audio against that video (cached per sample). Clips shorter than six
+    frames are left out (logged)."""
+    if "syncnet_distances" in ctx.memo:
+        return ctx.memo["syncnet_distances"]
+    backend: SyncNetBackend = ctx.backend
+    too_short: dict[str, str] = {}
+
+    def compute(sample_id: str) -> np.ndarray:
+        frames, fps = ctx.video(sample_id)
+        waveform, rate = ctx.audio("generated", sample_id)
+        try:
+            return backend.distances(frames, fps, waveform, rate).double().numpy()
+        except ValueError as err:  # too short for one window: an empty table, cached like the others
+            too_short[sample_id] = str(err)
+            return np.zeros((0, 2 * backend.protocol.vshift + 1))
+
+    with_video = [i for i in ctx.ids if i in ctx.videos]
+    tables = ctx.cached("generated", f"{backend.name}-{backend.crop}-offset-distances", with_video, compute)
+    if too_short:
+        import logging
+
+        logging.getLogger(__name__).warning("SyncNet: %d of %d clips not scored (%s: %s)", len(too_short), len(with_video),
+                                            *next(iter(too_short.items())))
+    ctx.memo["syncnet_distances"] = [table for table in tables.values() if table.shape[0]]
+    return ctx.memo["syncnet_distances"]
+
+
+def _clip_mean_score(metric_class: type[_ClipMean]):
+    def score(ctx) -> float:
+        tables = clip_distances(ctx)
+        if not tables:
+            return float("nan")
+        metric = metric_class()
+        for table in tables:
+            metric.update(torch.from_numpy(table))
+        return float(metric.compute())
+
+    return score
+
+
+def _build_backend(value: str | None) -> SyncNetBackend:
+    if not value:
+        raise BackendUnavailable("syncnet", "no SyncNet weights given", SYNCNET_FIX)
+    return SyncNetBackend(value)
+
+
+def _register() -> None:
+    from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
+
+    register_backend(BackendSpec("syncnet", _build_backend, "SyncNet checkpoint (syncnet_v2.model of joonson/syncnet_python) "
+                                 "for sync_c / sync_d on the video that goes with the audio (face-cropped talking heads)"))
+    register_metric(MetricSpec("sync_c", True, "SyncNet confidence of the audio against the talking face (Sync-C / LSE-C: "
+                               "median - min of the mean distance over offsets of +-15 frames)", "syncnet",
+                               _clip_mean_score(SyncConfidence), needs_video=True))
+    register_metric(MetricSpec("sync_d", False, "SyncNet distance of the audio to the talking face at the best offset "
+                               "(Sync-D / LSE-D)", "syncnet", _clip_mean_score(SyncDistance), needs_video=True))
+
+
+_register()
