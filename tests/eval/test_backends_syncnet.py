@@ -17,6 +17,8 @@ from avgen.eval import BackendUnavailable, get_backend
 from avgen.eval.syncnet import (SyncConfidence, SyncDistance, SyncNet, SyncNetBackend, mfcc, offset_distances,
                                 sync_result)
 
+pytestmark = pytest.mark.usefixtures("single_thread")  # tiny convolutions: a second thread only waits
+
 TINY = dict(audio_widths=(4, 6, 8, 6, 6, 8), lip_widths=(4, 6, 6, 6, 6, 8), hidden_dim=8, embedding_dim=6, frame_size=64)
 
 
@@ -95,6 +97,20 @@ def _reference_offset(feat1: np.ndarray, feat2: np.ndarray, vshift: int):
     mdist = np.mean(np.stack(dists, 1), 1)
     minidx = int(np.argmin(mdist))
     return vshift - minidx, mdist[minidx], np.median(mdist) - mdist[minidx], np.array(dists)
+
+
+def _bilinear(frames: np.ndarray, size: int) -> np.ndarray:
+    """cv2.resize(frame, (size, size)) with INTER_LINEAR, written out: (T, size, size, C) float."""
+    def taps(n_in):
+        src = np.clip((np.arange(size) + 0.5) * n_in / size - 0.5, 0, n_in - 1)
+        low = np.floor(src).astype(int)
+        return low, np.minimum(low + 1, n_in - 1), src - low
+
+    y0, y1, wy = taps(frames.shape[1])
+    x0, x1, wx = taps(frames.shape[2])
+    f = frames.astype(np.float64)
+    rows = f[:, y0] * (1 - wy)[None, :, None, None] + f[:, y1] * wy[None, :, None, None]
+    return rows[:, :, x0] * (1 - wx)[None, None, :, None] + rows[:, :, x1] * wx[None, None, :, None]
 
 
 def _tiny_syncnet(seed: int = 0, **overrides) -> SyncNet:
@@ -223,6 +239,10 @@ def test_backend_scores_a_clip_like_syncnet_instance_evaluate(tmp_path):
     assert result.confidence == pytest.approx(confidence, rel=1e-3, abs=1e-5)
     with pytest.raises(ValueError, match="more than 5 frames"):
         backend.distances(frames[:5], 25.0, audio, 16000)
+    # crop="none": the whole frame resized as cv2.resize(INTER_LINEAR) does (half-pixel centres), BGR
+    whole = SyncNetBackend(str(tmp_path / "tiny.model"), frame_size=64).prepare_frames(frames[:2, :40], 25.0)
+    assert whole.shape == (3, 2, 64, 64)
+    np.testing.assert_allclose(whole.numpy(), np.transpose(_bilinear(frames[:2, :40], 64), (3, 0, 1, 2))[::-1], atol=0.5 + 1e-4)
 
 
 def test_audio_shifted_copy_gives_the_known_offset(tmp_path):
@@ -256,16 +276,16 @@ def test_audio_shifted_copy_gives_the_known_offset(tmp_path):
     state["netfcaud.3.weight"], state["netfcaud.3.bias"] = solution[:-1].T.float().contiguous(), solution[-1].float()
     torch.save(state, tmp_path / "synced.model")
     backend = SyncNetBackend(str(tmp_path / "synced.model"))
-    aligned = backend.score(frames, 25.0, audio, 16000)
+    aligned_table = backend.distances(frames, 25.0, audio, 16000)
+    aligned = sync_result(aligned_table)
     assert aligned.offset == 0 and aligned.min_distance < 0.05 * (aligned.min_distance + aligned.confidence)
-    for shift in (2, 5):
-        delayed = np.concatenate([np.zeros(shift * 640), audio])[: audio.size]
-        advanced = np.concatenate([audio[shift * 640 :], rng.normal(0, 0.01, shift * 640)])
-        late, early = backend.score(frames, 25.0, delayed, 16000), backend.score(frames, 25.0, advanced, 16000)
-        assert (late.offset, early.offset) == (-shift, shift)
+    for shift in (1, 4, 9):
+        delayed = np.concatenate([np.zeros(shift * 640), audio])[: audio.size]  # the audio `shift` frames late
+        advanced = np.concatenate([audio[shift * 640 :], rng.normal(0, 0.01, shift * 640)])  # `shift` frames early
+        assert backend.score(frames, 25.0, delayed, 16000).offset == -shift
+        assert backend.score(frames, 25.0, advanced, 16000).offset == shift
     # a 50 fps video (every frame twice) is taken at 25 fps: the same windows, the same distances
-    torch.testing.assert_close(backend.distances(np.repeat(frames, 2, axis=0), 50.0, audio, 16000),
-                               backend.distances(frames, 25.0, audio, 16000))
+    torch.testing.assert_close(backend.distances(np.repeat(frames, 2, axis=0), 50.0, audio, 16000), aligned_table)
 
 
 def test_registry_scores_sync_c_and_sync_d_on_the_videos_with_the_audio(tmp_path, monkeypatch):
