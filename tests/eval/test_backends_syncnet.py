@@ -167,8 +167,9 @@ def test_streams_match_syncnet_model_transcription_and_real_key_names():
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
     model = _tiny_syncnet()
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}  # a pre-0.4 file
-    torch.save(state, tmp_path / "syncnet_tiny.model")
+    # like the 2017 file: the legacy (non-zip) format, no batch-norm counters
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "syncnet_tiny.model", _use_new_zipfile_serialization=False)
     torch.save({f"__S__.{k}": v for k, v in model.state_dict().items()}, tmp_path / "instance.model")
     x = torch.randn(2, 1, 13, 20) * 8
     for name in ("syncnet_tiny.model", "instance.model"):
