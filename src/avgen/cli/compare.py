@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -61,7 +61,7 @@ class CompareError(RuntimeError):
 
 # ---------------------------------------------------------------------------------- metrics
 # The metrics and back-ends live in the registry (avgen.eval.registry); importing it registers the built-ins.
-from avgen.eval.registry import BACKENDS, METRICS, MetricSpec, ScoreContext, forget, load_builtin, score_all  # noqa: E402
+from avgen.eval.registry import BACKENDS, METRICS, MetricSpec, ScoreContext, forget, load_builtin, score_all  # noqa: E402,F401 (MetricSpec: re-exported)
 
 load_builtin()
 
