@@ -299,3 +299,30 @@ class RmseF0(Metric):
         if self.per_utterance:
             return self.utterance_rmse / self.utterances
         return torch.sqrt(self.squared_error / self.frames)
+
+
+# ---------------------------------------------------------------------------------- avgen compare / evaluate
+def _tracks(ctx, which: str, ids: list[str]) -> dict[str, np.ndarray]:
+    """{id: (T, 2) [f0 Hz, periodicity]}, cached per back-end, hop, decoder and pitch range."""
+    backend = ctx.backend
+    key = f"{backend.name}-f0-hop{backend.hop_length}-{backend.decoder}-{backend.fmin:g}-{backend.fmax:g}"
+
+    def compute(sample_id: str) -> np.ndarray:
+        wav, rate = ctx.audio(which, sample_id)
+        return backend.pitch([wav], rate)[0]
+
+    return ctx.cached(which, key, ids, compute)
+
+
+def rmse_f0_score(ctx) -> float:
+    """RMSE_f0 in Hz over the paired speech samples (those with a transcript); NaN when there are none."""
+    spoken = [i for i in ctx.paired if ctx.samples[i].get("transcript")]
+    if not spoken:
+        return float("nan")
+    generated, reference = _tracks(ctx, "generated", spoken), _tracks(ctx, "reference", spoken)
+    metric = RmseF0()
+    threshold = ctx.backend.threshold
+    for i in spoken:
+        gen, ref = torch.from_numpy(generated[i]), torch.from_numpy(reference[i])
+        metric.update(gen[:, 0], ref[:, 0], gen[:, 1] >= threshold, ref[:, 1] >= threshold)
+    return float(metric.compute())

@@ -270,3 +270,26 @@ def vggish_frechet(generated: dict[str, np.ndarray], reference: dict[str, np.nda
     for clip in gen:
         metric.update(torch.as_tensor(clip, dtype=torch.float64))
     return float(metric.compute())
+
+
+# ---------------------------------------------------------------------------------- avgen compare / evaluate
+def _set_frames(ctx, which: str, ids: list[str], remove_dc: bool) -> dict[str, np.ndarray]:
+    """{id: (examples, 128)} of one side, cached per back-end (DC-removed and raw frames apart)."""
+    backend = ctx.backend
+    key = f"{backend.name}-frames" + ("" if remove_dc else "-with-dc")
+
+    def compute(sample_id: str) -> np.ndarray:
+        wav, rate = ctx.audio(which, sample_id)
+        return backend.frames([wav], rate, remove_dc=remove_dc)[0]
+
+    return ctx.cached(which, key, ids, compute)
+
+
+def fd_vggish_score(ctx) -> float:
+    """av-benchmark's FD_VGG: all 0.96 s examples of the generated set against all of the reference set."""
+    return vggish_frechet(_set_frames(ctx, "generated", ctx.ids, True), _set_frames(ctx, "reference", list(ctx.reference), True))
+
+
+def fad_score(ctx) -> float:
+    """Kilgour et al.'s FAD as the frechet_audio_distance package computes it (no DC removal)."""
+    return vggish_frechet(_set_frames(ctx, "generated", ctx.ids, False), _set_frames(ctx, "reference", list(ctx.reference), False))
