@@ -245,8 +245,8 @@ class CrepeBackend(EmbeddingBackend):
 
     def probabilities(self, signal: np.ndarray) -> Tensor:
         """(T, 360) bin probabilities of one 16 kHz clip."""
-        frames = crepe_frames(signal, self.hop_length)
-        return torch.cat([self.model(chunk) for chunk in frames.split(self.batch_size)])
+        frames = crepe_frames(signal, self.hop_length).to(self.model.classifier.weight.device)
+        return torch.cat([self.model(chunk) for chunk in frames.split(self.batch_size)]).cpu()
 
     @torch.no_grad()
     def pitch(self, waveforms: Tensor | list[Tensor], sample_rate: int) -> list[np.ndarray]:

@@ -232,12 +232,13 @@ class VGGishBackend(EmbeddingBackend):
         self.name = f"vggish:{os.path.splitext(os.path.basename(checkpoint))[0]}{suffix}"
         self.sample_rate, self.dim, self.batch_size = VGGISH_FRONT_END["sample_rate"], self.model.embedding_dim, batch_size
         p = VGGISH_FRONT_END
-        self.register_buffer("mel", torch.from_numpy(vggish_mel_matrix(p["sample_rate"], p["fft_length"], p["mel_bands"],
-                                                                       p["mel_min_hz"], p["mel_max_hz"])), persistent=False)
+        # the front-end runs on the CPU in float64 (a plain tensor: it stays there when the network moves)
+        self.mel = torch.from_numpy(vggish_mel_matrix(p["sample_rate"], p["fft_length"], p["mel_bands"], p["mel_min_hz"], p["mel_max_hz"]))
 
     def embed_examples(self, examples: Tensor) -> Tensor:
         """(N, 96, 64) log-mel examples -> (N, 128) float64 embeddings (post-processed if PCA was given)."""
-        outputs = [self.model(chunk.float()) for chunk in examples.split(self.batch_size)]
+        device = self.model.embeddings[0].weight.device
+        outputs = [self.model(chunk.to(device, torch.float32)).cpu() for chunk in examples.split(self.batch_size)]
         out = torch.cat(outputs).double() if outputs else examples.new_zeros(0, self.dim)
         return pca_postprocess(out, *self.pca) if self.pca is not None else out
 
