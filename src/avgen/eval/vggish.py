@@ -32,12 +32,15 @@ Metrics (registered for ``avgen compare`` / ``avgen evaluate`` by :func:`registe
   resampled to 16 kHz, cut into 0.96 s examples, and *all examples of all clips are pooled as
   samples* of the two Gaussians (frames, not clips), the Frechet distance of
   :mod:`avgen.eval.frechet`.
-* ``fad`` - Kilgour et al.'s FAD as ``frechet_audio_distance`` (``FrechetAudioDistance(
-  model_name="vggish", use_pca=False, use_activation=False)``) and Google's reference compute it:
-  the same per-example VGGish embeddings pooled over the set, *without* DC removal (the package
-  feeds the file's samples as read). It differs from ``fd_vggish`` only there (and, outside
-  avgen, in the resampler: the package and torchvggish use resampy, avgen a polyphase filter);
-  on DC-free audio the two numbers are equal. Neither uses per-clip embeddings.
+* ``fad`` - Kilgour et al.'s FAD as the widely used ``frechet_audio_distance`` package computes it
+  (``FrechetAudioDistance(model_name="vggish", use_pca=False, use_activation=False)``): the same
+  per-example VGGish embeddings pooled over the set (not per clip), *without* DC removal (the
+  package feeds the file's samples as read). It differs from ``fd_vggish`` only there (and,
+  outside avgen, in the resampler: the package and torchvggish use resampy, avgen a polyphase
+  filter); on DC-free audio the two numbers are equal. Google's original FAD code
+  (google-research ``frechet_audio_distance``) differs further and is not reproduced: it divides
+  each clip by ``max(0.1, max(x))``, cuts it into 1 s windows every 0.5 s (``model_step_size``
+  8000) and embeds the first 0.96 s example of each window, with the TensorFlow VGGish.
 """
 
 from __future__ import annotations
