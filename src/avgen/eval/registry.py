@@ -74,6 +74,8 @@ METRICS: dict[str, MetricSpec] = {}
 BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.scores",
     "avgen.eval.video",
+    "avgen.eval.vggish",
+    "avgen.eval.crepe",
 )
 
 

@@ -56,6 +56,7 @@ from torch.nn import functional as F
 
 from avgen.data.media import resample
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
+from avgen.eval.registry import BackendSpec, MetricSpec, ScoreContext, register_backend, register_metric
 
 __all__ = ["VGGish", "VGGishBackend", "vggish_mel_matrix", "vggish_examples", "VGGISH_FRONT_END", "VGGISH_WIDTHS"]
 
@@ -277,7 +278,7 @@ def vggish_frechet(generated: dict[str, np.ndarray], reference: dict[str, np.nda
 
 
 # ---------------------------------------------------------------------------------- avgen compare / evaluate
-def _set_frames(ctx, which: str, ids: list[str], remove_dc: bool) -> dict[str, np.ndarray]:
+def _set_frames(ctx: ScoreContext, which: str, ids: list[str], remove_dc: bool) -> dict[str, np.ndarray]:
     """{id: (examples, 128)} of one side, cached per back-end (DC-removed and raw frames apart)."""
     backend = ctx.backend
     key = f"{backend.name}-frames" + ("" if remove_dc else "-with-dc")
@@ -289,11 +290,24 @@ def _set_frames(ctx, which: str, ids: list[str], remove_dc: bool) -> dict[str, n
     return ctx.cached(which, key, ids, compute)
 
 
-def fd_vggish_score(ctx) -> float:
+def fd_vggish_score(ctx: ScoreContext) -> float:
     """av-benchmark's FD_VGG: all 0.96 s examples of the generated set against all of the reference set."""
     return vggish_frechet(_set_frames(ctx, "generated", ctx.ids, True), _set_frames(ctx, "reference", list(ctx.reference), True))
 
 
-def fad_score(ctx) -> float:
+def fad_score(ctx: ScoreContext) -> float:
     """Kilgour et al.'s FAD as the frechet_audio_distance package computes it (no DC removal)."""
     return vggish_frechet(_set_frames(ctx, "generated", ctx.ids, False), _set_frames(ctx, "reference", list(ctx.reference), False))
+
+
+def _build_backend(value: str | None) -> VGGishBackend:
+    if not value:
+        raise BackendUnavailable("vggish", "no VGGish weights given", _FIX)
+    return VGGishBackend(value)
+
+
+register_backend(BackendSpec("vggish", _build_backend, "VGGish weights (torchvggish vggish-10086976.pth) for fd_vggish / fad"))
+register_metric(MetricSpec("fd_vggish", False, "Frechet distance of VGGish 0.96 s example embeddings, all examples pooled, "
+                           "to the reference set (MMAudio FD_VGG)", "vggish", fd_vggish_score))
+register_metric(MetricSpec("fad", False, "Frechet Audio Distance: VGGish example embeddings pooled, no DC removal "
+                           "(frechet_audio_distance package)", "vggish", fad_score))
