@@ -171,7 +171,7 @@ def _write(path, audio, rate=16000):
     return path
 
 
-@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 12 examples in 8 dims
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 9 examples in 8 dims
 def test_registry_scores_fd_vggish_and_fad_from_cached_frames(tmp_path, monkeypatch):
     from avgen.eval.registry import METRICS, ScoreContext, build_backend, load_builtin
 
@@ -188,15 +188,15 @@ def test_registry_scores_fd_vggish_and_fad_from_cached_frames(tmp_path, monkeypa
     rng = np.random.default_rng(4)
     ids = ["a", "b", "c"]
     (tmp_path / "gen").mkdir(), (tmp_path / "ref").mkdir()
-    gen = {i: _write(tmp_path / "gen" / f"{i}.wav", (rng.normal(size=64000) * 0.2 + 0.3).astype(np.float32)) for i in ids}
-    ref = {i: _write(tmp_path / "ref" / f"{i}.wav", (rng.normal(size=128000) * 0.3).astype(np.float32), 32000) for i in ids}
+    gen = {i: _write(tmp_path / "gen" / f"{i}.wav", (rng.normal(size=48000) * 0.2 + 0.3).astype(np.float32)) for i in ids}
+    ref = {i: _write(tmp_path / "ref" / f"{i}.wav", (rng.normal(size=96000) * 0.3).astype(np.float32), 32000) for i in ids}
     ctx = ScoreContext(ids=ids, samples={i: {} for i in ids}, generated=gen, reference=ref, cache_dir=tmp_path / "m",
                        reference_cache_dir=tmp_path / "r", backend=backend)
     fd, fad = METRICS["fd_vggish"].score(ctx), METRICS["fad"].score(ctx)
     loaded = {w: {i: ctx.audio(w, i) for i in ids} for w in ("generated", "reference")}
     for score, remove_dc in ((fd, True), (fad, False)):
         frames = {w: [backend.frames([x], r, remove_dc=remove_dc)[0] for x, r in loaded[w].values()] for w in loaded}
-        assert sum(len(f) for f in frames["generated"]) == 12 and sum(len(f) for f in frames["reference"]) == 12
+        assert sum(len(f) for f in frames["generated"]) == 9 and sum(len(f) for f in frames["reference"]) == 9
         assert score == pytest.approx(_fad_transcription(frames["reference"], frames["generated"]), rel=1e-6)
     assert fd != pytest.approx(fad, rel=1e-3)  # the generated clips carry a DC offset that only fad keeps
     monkeypatch.setattr(VGGishBackend, "frames", lambda *a, **k: pytest.fail("embedded again"))

@@ -305,14 +305,18 @@ class RmseF0(Metric):
 # ---------------------------------------------------------------------------------- avgen compare / evaluate
 def _tracks(ctx: ScoreContext, which: str, ids: list[str]) -> dict[str, np.ndarray]:
     """{id: (T, 2) [f0 Hz, periodicity]}, cached per back-end, hop, decoder and pitch range."""
+    from tqdm import tqdm
+
     backend = ctx.backend
     key = f"{backend.name}-f0-hop{backend.hop_length}-{backend.decoder}-{backend.fmin:g}-{backend.fmax:g}"
+    with tqdm(desc=f"{backend.name} f0 {which}", unit="clip", leave=False, disable=None) as bar:  # clips not yet cached
 
-    def compute(sample_id: str) -> np.ndarray:
-        wav, rate = ctx.audio(which, sample_id)
-        return backend.pitch([wav], rate)[0]
+        def compute(sample_id: str) -> np.ndarray:
+            wav, rate = ctx.audio(which, sample_id)
+            bar.update()
+            return backend.pitch([wav], rate)[0]
 
-    return ctx.cached(which, key, ids, compute)
+        return ctx.cached(which, key, ids, compute)
 
 
 def rmse_f0_score(ctx: ScoreContext) -> float:

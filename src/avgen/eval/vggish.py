@@ -65,7 +65,7 @@ VGGISH_FRONT_END = dict(sample_rate=16000, window_length=400, hop_length=160, ff
                         mel_min_hz=125.0, mel_max_hz=7500.0, log_offset=0.01, example_frames=96, example_hop=96)
 VGGISH_WIDTHS = (64, 128, 256, 256, 512, 512)  # conv widths; 2x2 max pooling after the 1st, 2nd, 4th and 6th
 _POOL_AFTER = (0, 1, 3, 5)
-_FIX = "--vggish <path of vggish-10086976.pth, from github.com/harritaylor/torchvggish releases>"
+_FIX = "--vggish <path of vggish-10086976.pth from https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth>"
 
 
 def _hertz_to_mel(hz: np.ndarray) -> np.ndarray:
@@ -280,14 +280,18 @@ def vggish_frechet(generated: dict[str, np.ndarray], reference: dict[str, np.nda
 # ---------------------------------------------------------------------------------- avgen compare / evaluate
 def _set_frames(ctx: ScoreContext, which: str, ids: list[str], remove_dc: bool) -> dict[str, np.ndarray]:
     """{id: (examples, 128)} of one side, cached per back-end (DC-removed and raw frames apart)."""
+    from tqdm import tqdm
+
     backend = ctx.backend
     key = f"{backend.name}-frames" + ("" if remove_dc else "-with-dc")
+    with tqdm(desc=f"{backend.name} {which}", unit="clip", leave=False, disable=None) as bar:  # clips not yet cached
 
-    def compute(sample_id: str) -> np.ndarray:
-        wav, rate = ctx.audio(which, sample_id)
-        return backend.frames([wav], rate, remove_dc=remove_dc)[0]
+        def compute(sample_id: str) -> np.ndarray:
+            wav, rate = ctx.audio(which, sample_id)
+            bar.update()
+            return backend.frames([wav], rate, remove_dc=remove_dc)[0]
 
-    return ctx.cached(which, key, ids, compute)
+        return ctx.cached(which, key, ids, compute)
 
 
 def fd_vggish_score(ctx: ScoreContext) -> float:
