@@ -75,6 +75,8 @@ BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.scores",
     "avgen.eval.video",
     "avgen.eval.syncnet",
+    "avgen.eval.vggish",
+    "avgen.eval.crepe",
 )
 
 
