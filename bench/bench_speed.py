@@ -44,6 +44,12 @@ from _timing import timed  # bench/ is on sys.path when a script runs
 REPO = Path(__file__).resolve().parents[1]
 BEFORE_REV = "001d644db3eaa633200a3e826ab26d9d9ffbf5b5"  # main before issue 15 (the speed branch's base)
 SAMPLE_STEPS = 25
+CLOCK = time.perf_counter  # --cpu-time: time.process_time
+
+
+def clocked(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+    """Fastest of ``repeats`` calls on the bench's clock (wall, or this process's CPU seconds)."""
+    return timed(fn, warmup, repeats, "min", clock=CLOCK)
 
 
 # ----------------------------------------------------------------------------- the tree before issue 15
@@ -97,8 +103,8 @@ def ceilings(threads: int, repeats: int) -> dict[str, float]:
         a, b = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
         x, w = torch.randn(1, k, m, dtype=dtype), torch.randn(n, k, 1, dtype=dtype)
         name = "fp32" if dtype == torch.float32 else "bf16"
-        out[f"matmul_{name}"] = work / timed(lambda: torch.nn.functional.linear(a, b), 2, repeats, "min") / 1e9
-        out[f"conv1d_{name}"] = work / timed(lambda: torch.nn.functional.conv1d(x, w), 2, repeats, "min") / 1e9
+        out[f"matmul_{name}"] = work / clocked(lambda: torch.nn.functional.linear(a, b), 2, repeats) / 1e9
+        out[f"conv1d_{name}"] = work / clocked(lambda: torch.nn.functional.conv1d(x, w), 2, repeats) / 1e9
     return out
 
 
@@ -261,14 +267,14 @@ def measure(
             if (fp32_only and metric.endswith("bf16")) or (forward_only and metric.startswith("step")):
                 out[name][metric] = float("nan")
                 continue
-            out[name][metric] = timed(lambda: fn(run), 1, repeats, "min")
+            out[name][metric] = clocked(lambda: fn(run), 1, repeats)
     for metric, bf16 in (("train_fp32", False), ("train_bf16", True)):
         for name, run in runs.items():
             if (fp32_only and bf16) or forward_only:
                 out[name][metric] = float("nan")
                 continue
             run.net.train()
-            out[name][metric] = timed(lambda: run.train_step(bf16), 1, repeats, "min")
+            out[name][metric] = clocked(lambda: run.train_step(bf16), 1, repeats)
             run.net.eval()
     return out
 
@@ -292,10 +298,16 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="only the ceilings and a torch.profiler breakdown of one FoleyGenEx forward, fp32 vs bf16")
     parser.add_argument("--before", default=BEFORE_REV, help="git revision of the tree before issue 15; 'none' skips")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by this process's CPU seconds with 1 thread (robust to other processes on a shared CPU)")
     args = parser.parse_args()
+    if args.cpu_time:
+        global CLOCK
+        CLOCK, args.threads = time.process_time, 1
     torch.set_num_threads(args.threads)
     repeats = args.repeats
-    print(f"torch {torch.__version__}, {args.threads} threads; fastest of {repeats} calls; ratios from one run")
+    clock = "CPU seconds of this process" if args.cpu_time else "wall seconds"
+    print(f"torch {torch.__version__}, {args.threads} threads; fastest of {repeats} calls ({clock}); ratios from one run")
 
     ceiling = ceilings(args.threads, repeats)
     print("ceiling GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in ceiling.items()))
@@ -371,7 +383,7 @@ def main() -> None:
                 for name, fn in (("eager", eager.sample_step), ("blocks", runs["compiled"].sample_step),
                                  ("whole", lambda: step(eager.x_cfg, eager.t_cfg))):
                     with torch.no_grad():
-                        times[name].append(timed(fn, 0, 1, "min"))
+                        times[name].append(clocked(fn, 0, 1))
             best = {name: min(values) for name, values in times.items()}
             print(f"  fp32 sampling step / eager: compiled blocks {best['blocks'] / best['eager']:.2f}, "
                   f"compiled whole step {best['whole'] / best['eager']:.2f} (eager {1000 * best['eager']:.0f} ms)",
