@@ -542,8 +542,10 @@ class FlowMatchingModule(L.LightningModule):
         traced once at the first Euler step and reused by every later step and sample of the same
         shape (the condition dataclass is read inside the graph, no break; the blocks' own compiled
         wrappers are inlined). torch's automatic dynamic shapes: another length recompiles once,
-        symbolically. Training keeps the per-block compile of :meth:`configure_model`. A subclass with
-        its own solver wraps its velocity function with this too.
+        symbolically; another network or guidance setting (CFG scale) traces again, within torch's
+        recompile limit (``torch._dynamo.config.recompile_limit``; past it the step runs eagerly).
+        Training keeps the per-block compile of :meth:`configure_model`. A subclass with its own
+        solver wraps its velocity function with this too.
         """
         if not self.compile_network:
             return velocity_fn
