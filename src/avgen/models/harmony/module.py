@@ -735,7 +735,7 @@ class HarmonyModule(FlowMatchingModule):
         velocity_fn = self._velocity_fn(network, plan, guidance, branch_conditions, anchors, audio_mask, frame_lengths)
         times = sampling_times(num_steps, shift).to(device)
         state = (xa,) if xv is None else (xa, xv)
-        state = euler_sample(velocity_fn, state, times, progress=progress)
+        state = euler_sample(self.step_function(velocity_fn), state, times, progress=progress)
         xa = state[0]
         waveforms = batch.audio[:, :num_samples].to(device) if task == "a2v" else self.decode(xa, num_samples, lengths)
         if task == "a2v" and waveforms.shape[1] < num_samples:
