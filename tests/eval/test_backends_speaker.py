@@ -250,3 +250,23 @@ def test_secs_is_the_mean_cosine_of_pairs():
         SpeakerSimilarity().compute()
     samples = {"a": {"transcript": "hi"}, "b": {"transcript": None, "task": "speech"}, "c": {"transcript": None, "task": "v2a"}}
     assert speech_pairs(["a", "b", "c"], samples) == ["a", "b"]
+
+
+def test_score_secs_uses_the_paired_speech_samples():
+    from avgen.eval.speaker import score_secs
+
+    rng = np.random.default_rng(5)
+    gen = {i: rng.normal(size=4) for i in "abc"}
+    ref = {i: rng.normal(size=4) for i in "abc"}
+    samples = {"a": {"transcript": "hi"}, "b": {"task": "speech"}, "c": {"transcript": None}}
+    asked = []
+
+    def embeddings(which, ids, kind="embed"):
+        asked.append((which, tuple(ids)))
+        return {i: (gen if which == "generated" else ref)[i] for i in ids}
+
+    context = types.SimpleNamespace(paired=["a", "b", "c"], samples=samples, embeddings=embeddings)
+    cos = lambda i: gen[i] @ ref[i] / np.linalg.norm(gen[i]) / np.linalg.norm(ref[i])
+    assert score_secs(context) == pytest.approx((cos("a") + cos("b")) / 2, abs=1e-12)
+    assert asked == [("generated", ("a", "b")), ("reference", ("a", "b"))]  # "c" is not speech: never embedded
+    assert np.isnan(score_secs(types.SimpleNamespace(paired=["c"], samples=samples, embeddings=embeddings)))

@@ -53,3 +53,22 @@ def test_per_matches_hand_computed_phoneme_edit_distances():
     # DDP: the four states are sums
     assert all(metric._reductions[name] is torch.sum or "sum" in str(metric._reductions[name])
                for name in ("errors", "total", "words", "oov_words"))
+
+
+def test_score_per_on_whisper_transcripts(capsys):
+    import types
+
+    from avgen.eval.phonemes import score_per
+
+    samples = {"a": {"transcript": "the cat sat"}, "b": {"transcript": "zqx"}, "c": {"transcript": None}}
+    heard = {"a": "the bat sat", "b": "zqx", "c": "anything"}
+    asked = []
+
+    def transcripts(ids):
+        asked.append(tuple(ids))
+        return {i: heard[i] for i in ids}
+
+    context = types.SimpleNamespace(ids=["a", "b", "c"], samples=samples, transcripts=transcripts)
+    assert score_per(context) == pytest.approx(1 / (8 + 8))  # zqx = Z IY K Y UW EH K S: 8 phonemes, no error
+    assert asked == [("a", "b")]
+    assert "2 of 8 words" in capsys.readouterr().err

@@ -22,6 +22,7 @@ WER in :mod:`avgen.eval.text`).
 from __future__ import annotations
 
 import re
+import sys
 from functools import lru_cache
 from typing import Sequence
 
@@ -159,3 +160,20 @@ class PhonemeErrorRate(ErrorRate):
         self.words += words
         self.oov_words += oov
         return phonemes
+
+
+def score_per(context) -> float:
+    """``per`` of one model in ``avgen compare`` / ``evaluate``: PER of the Whisper transcripts of the generated speech
+    against the samples' transcripts (NaN if no sample has one); the out-of-vocabulary count goes to stderr."""
+    spoken = [i for i in context.ids if context.samples[i].get("transcript")]
+    if not spoken:
+        return float("nan")
+    heard = context.transcripts(spoken)
+    metric = PhonemeErrorRate()
+    metric.update([heard[i] for i in spoken], [context.samples[i]["transcript"] for i in spoken])
+    if int(metric.total) == 0:
+        return float("nan")
+    if int(metric.oov_words):
+        print(f"per: {int(metric.oov_words)} of {int(metric.words)} words (transcripts and references) are not in the "
+              "CMU dictionary and were spelled letter by letter", file=sys.stderr)
+    return float(metric.compute())

@@ -305,3 +305,21 @@ class SpeakerSimilarity(Metric):
 def speech_pairs(ids: Sequence[str], samples: dict[str, dict]) -> list[str]:
     """The ids that are speech: a transcript, or the ``speech`` task."""
     return [i for i in ids if samples[i].get("transcript") or samples[i].get("task") == "speech"]
+
+
+def score_secs(context) -> float:
+    """``secs`` of one model in ``avgen compare`` / ``evaluate``: SECS over the paired speech samples (NaN if none)."""
+    ids = speech_pairs(context.paired, context.samples)
+    if not ids:
+        return float("nan")
+    generated, reference = context.embeddings("generated", ids), context.embeddings("reference", ids)
+    metric = SpeakerSimilarity()
+    metric.update(torch.as_tensor(np.stack([generated[i] for i in ids])), torch.as_tensor(np.stack([reference[i] for i in ids])))
+    return float(metric.compute())
+
+
+def build_resemblyzer(value: str | None) -> ResemblyzerBackend:
+    """The ``--resemblyzer`` flag: a ``pretrained.pt`` path; ``""`` / ``installed``: an installed resemblyzer's file."""
+    if value is None:
+        raise BackendUnavailable("resemblyzer", "no GE2E speaker-encoder weights given", FIX)
+    return ResemblyzerBackend(None if value in ("", "installed") else value)
