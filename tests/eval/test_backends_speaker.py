@@ -270,3 +270,49 @@ def test_score_secs_uses_the_paired_speech_samples():
     assert score_secs(context) == pytest.approx((cos("a") + cos("b")) / 2, abs=1e-12)
     assert asked == [("generated", ("a", "b")), ("reference", ("a", "b"))]  # "c" is not speech: never embedded
     assert np.isnan(score_secs(types.SimpleNamespace(paired=["c"], samples=samples, embeddings=embeddings)))
+
+
+SPEECH_DATA = """\
+data:
+  class_path: avgen.data.ToyWorldDataModule
+  init_args: {batch_size: 2, num_workers: 0, seed: 4, predict_size: 2, duration: 1.0, sample_rate: 16000,
+              semantic_fps: 8.0, sync_fps: 25.0, semantic_size: 32, sync_size: 32, scenarios: [speech]}
+"""
+
+
+def test_evaluate_scores_secs_and_reports_missing_flags(tmp_path):
+    import soundfile as sf
+
+    from avgen.cli.compare import _select_metrics, build_datamodule, evaluate
+    from avgen.cli.generate import safe_name
+    from avgen.eval.registry import METRICS, load_builtin
+
+    assert {"secs", "per"} <= set(load_builtin()) and METRICS["secs"].backend == "resemblyzer"
+    assert METRICS["per"].backend == "whisper" and not METRICS["per"].higher_is_better and METRICS["secs"].higher_is_better
+    _tiny_checkpoint(tmp_path / "pretrained.pt")
+    config = tmp_path / "data.yaml"
+    config.write_text(SPEECH_DATA)
+    dm = build_datamodule(str(config))
+    dm.setup("predict")
+    truth = {}
+    for batch in dm.predict_dataloader():
+        for i, sample_id in enumerate(batch.ids):
+            assert batch.transcript[i]
+            truth[safe_name(sample_id)] = batch.audio[i, : int(batch.audio_lengths[i])].numpy()
+    generated = tmp_path / "gen"
+    generated.mkdir()
+    rng = np.random.default_rng(6)
+    fake = {i: (0.5 * w + 0.01 * rng.normal(size=w.size)).astype(np.float32) for i, w in truth.items()}
+    for i, w in fake.items():
+        sf.write(str(generated / f"{i}.wav"), w, 16000, subtype="FLOAT")
+    skipped = _select_metrics(["secs", "per"], weights={"resemblyzer": None, "whisper": None})[1]
+    assert "fix: --resemblyzer" in skipped["secs"] and "fix: --whisper" in skipped["per"]
+    args = ["--generated", str(generated), "--reference", str(config), "--metrics", "secs",
+            "--resemblyzer", str(tmp_path / "pretrained.pt")]
+    result = evaluate(args)
+    backend = ResemblyzerBackend(tmp_path / "pretrained.pt")
+    ids = sorted(truth)
+    gen = backend.embed([torch.from_numpy(fake[i]) for i in ids], 16000).double().numpy()
+    ref = backend.embed([torch.from_numpy(truth[i]) for i in ids], 16000).double().numpy()
+    assert result["row"]["secs"] == pytest.approx(float(np.mean((gen * ref).sum(1))), abs=1e-6)
+    assert not result["skipped"]

@@ -28,6 +28,7 @@ from typing import Sequence
 
 import torch
 
+from avgen.eval.registry import MetricSpec, register_metric
 from avgen.eval.text import ErrorRate
 
 __all__ = ["cmu_dictionary", "pronunciation", "word_phonemes", "text_phonemes", "number_words", "PhonemeErrorRate"]
@@ -177,3 +178,7 @@ def score_per(context) -> float:
         print(f"per: {int(metric.oov_words)} of {int(metric.words)} words (transcripts and references) are not in the "
               "CMU dictionary and were spelled letter by letter", file=sys.stderr)
     return float(metric.compute())
+
+
+register_metric(MetricSpec("per", False, "phoneme error rate of a Whisper transcript of the generated speech against the "
+                           "text (CMU dictionary G2P after the English normaliser)", "whisper", score_per))

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -55,6 +56,7 @@ from torchmetrics import Metric
 
 from avgen.codecs.mel import mel_filterbank
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
+from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
 
 __all__ = ["GE2E", "SpeakerEncoder", "ResemblyzerBackend", "SpeakerSimilarity", "preprocess_wav", "normalize_volume",
            "trim_long_silences", "mel_spectrogram", "partial_slices", "embed_utterance", "installed_resemblyzer_weights"]
@@ -65,8 +67,8 @@ GE2E = dict(sample_rate=16000, window_ms=25, step_ms=10, n_mels=40, partial_fram
 INT16_MAX = 2**15 - 1
 VAD_MODES = ("webrtcvad", "energy", "none")
 FIX = ("--resemblyzer <path of resemblyzer's pretrained.pt> (it ships in the resemblyzer wheel: "
-       "`pip download --no-deps resemblyzer` and unzip), or --resemblyzer without a path to use an installed "
-       "resemblyzer's file (`pip install --no-deps resemblyzer`)")
+       "`pip download --no-deps resemblyzer` and unzip), or `--resemblyzer installed` for the file of an installed "
+       "resemblyzer (`pip install --no-deps resemblyzer`)")
 
 
 # ---------------------------------------------------------------------------------- network
@@ -154,6 +156,11 @@ def preprocess_wav(wav: np.ndarray, vad: str = "energy", energy_range_db: float 
     return trim_long_silences(normalize_volume(np.asarray(wav, np.float64)), vad, energy_range_db=energy_range_db)
 
 
+@lru_cache(maxsize=4)
+def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> Tensor:
+    return mel_filterbank(sample_rate, n_fft, n_mels).double()
+
+
 def mel_spectrogram(wav: np.ndarray, sample_rate: int = GE2E["sample_rate"], n_mels: int = GE2E["n_mels"],
                     pad_mode: str = "constant") -> np.ndarray:
     """librosa ``feature.melspectrogram`` with Resemblyzer's n_fft (25 ms) and hop (10 ms): (frames, n_mels) float32.
@@ -166,7 +173,7 @@ def mel_spectrogram(wav: np.ndarray, sample_rate: int = GE2E["sample_rate"], n_m
     signal = F.pad(signal[None, None], (n_fft // 2, n_fft // 2), mode=pad_mode)[0, 0]
     spec = torch.stft(signal, n_fft, hop, window=torch.hann_window(n_fft, dtype=torch.float64), center=False,
                       return_complex=True).abs() ** 2  # (freq, frames)
-    mel = mel_filterbank(sample_rate, n_fft, n_mels).double() @ spec
+    mel = _mel_filters(sample_rate, n_fft, n_mels) @ spec
     return mel.T.float().numpy()
 
 
@@ -319,7 +326,13 @@ def score_secs(context) -> float:
 
 
 def build_resemblyzer(value: str | None) -> ResemblyzerBackend:
-    """The ``--resemblyzer`` flag: a ``pretrained.pt`` path; ``""`` / ``installed``: an installed resemblyzer's file."""
-    if value is None:
+    """The ``--resemblyzer`` flag: a ``pretrained.pt`` path, or ``installed``: the file of an installed resemblyzer."""
+    if not value:
         raise BackendUnavailable("resemblyzer", "no GE2E speaker-encoder weights given", FIX)
-    return ResemblyzerBackend(None if value in ("", "installed") else value)
+    return ResemblyzerBackend(None if value == "installed" else value)
+
+
+register_backend(BackendSpec("resemblyzer", build_resemblyzer, "GE2E speaker-encoder weights for secs: resemblyzer's "
+                             "pretrained.pt, or `installed` for the file of an installed resemblyzer package"))
+register_metric(MetricSpec("secs", True, "speaker similarity: GE2E (Resemblyzer) cosine of generated and ground-truth "
+                           "speech, mean over pairs (AudioGen-Omni SECS)", "resemblyzer", score_secs))
