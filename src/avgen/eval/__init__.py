@@ -23,8 +23,3 @@ __all__ = [
     "BackendUnavailable", "EmbeddingBackend", "MelStatsBackend", "ClapBackend", "PannsBackend", "Cnn14", "WhisperBackend",
     "UNAVAILABLE", "get_backend",
 ]
-
-from avgen.eval.phonemes import PhonemeErrorRate  # noqa: E402
-from avgen.eval.speaker import ResemblyzerBackend, SpeakerEncoder, SpeakerSimilarity  # noqa: E402
-
-__all__ += ["PhonemeErrorRate", "ResemblyzerBackend", "SpeakerEncoder", "SpeakerSimilarity"]
