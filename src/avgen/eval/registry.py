@@ -74,6 +74,7 @@ METRICS: dict[str, MetricSpec] = {}
 BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.scores",
     "avgen.eval.video",
+    "avgen.eval.syncnet",
     "avgen.eval.phonemes",
     "avgen.eval.speaker",
 )
