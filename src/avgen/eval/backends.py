@@ -11,7 +11,9 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
   L2-normalised, for CLAP_A (audio-audio cosine, FoleyGenEx) and CLAP_T (text-audio cosine).
 * :class:`avgen.eval.panns.PannsBackend` (``panns``): PANNs Cnn14 16 kHz, an own implementation
   that loads the public ``Cnn14_16k_mAP=0.438.pth``: FD_PANNs, KL_PANNs, IS.
-* :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER.
+* :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER (and PER,
+  :mod:`avgen.eval.phonemes`, with the offline CMU dictionary G2P).
+* :class:`avgen.eval.speaker.ResemblyzerBackend` (``resemblyzer``): the GE2E speaker encoder for SECS.
 * back-ends are built by name through :mod:`avgen.eval.registry` (each module registers its own,
   with the ``--<name>`` flag that gives its weights).
 * :data:`UNAVAILABLE`: the papers' back-ends avgen cannot run yet, each with the reason;
@@ -151,16 +153,10 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "PaSST (hear21passt, 32 kHz, 768-d + 527 logits)", ("fd_passt", "kl_passt"), "hear21passt",
         "an avgen PaSST loader (own implementation with hear21passt's key names) - not in this version",
         "hear21passt requires torchaudio (avgen does not install it) and downloads its weights at first use"),
-    "g2p": UnavailableBackend("offline G2P for PER", ("per",), "g2p_en",
-                              "none in this version (needs an offline G2P, e.g. g2p_en, on the Whisper transcripts)"),
     "synchformer_av": UnavailableBackend(
         "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
         "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",
         "avgen has no Synchformer network (MotionFormer + AST + offset transformer) and compare has no generated video"),
-    "resemblyzer": UnavailableBackend(
-        "Resemblyzer speaker encoder", ("secs",), "resemblyzer",
-        "none in this version (an avgen back-end around resemblyzer.VoiceEncoder is to be written)",
-        "not wired: resemblyzer pulls librosa, numba, scikit-learn and webrtcvad (a C build, and setuptools<81)"),
     "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "none in this version"),
 }
 

@@ -77,6 +77,8 @@ BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.syncnet",
     "avgen.eval.vggish",
     "avgen.eval.crepe",
+    "avgen.eval.phonemes",
+    "avgen.eval.speaker",
 )
 
 
