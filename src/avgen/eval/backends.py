@@ -11,8 +11,10 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
   L2-normalised, for CLAP_A (audio-audio cosine, FoleyGenEx) and CLAP_T (text-audio cosine).
 * :class:`avgen.eval.panns.PannsBackend` (``panns``): PANNs Cnn14 16 kHz, an own implementation
   that loads the public ``Cnn14_16k_mAP=0.438.pth``: FD_PANNs, KL_PANNs, IS.
+* :class:`avgen.eval.passt.PasstBackend` (``passt``): PaSST-S 32 kHz, an own implementation that
+  loads the released ``passt-s-f128-p16-s10-ap.476-swa.pt``: FD_PaSST, KL_PaSST, IS_PaSST.
 * :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER.
-* :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, VGGish, Synchformer-AV, SyncNet,
+* :data:`UNAVAILABLE`: the papers' other back-ends (VGGish, Synchformer-AV, SyncNet,
   Resemblyzer, torchcrepe, ImageBind, CLIP-video), each with why avgen cannot run it;
   :func:`get_backend` raises :class:`BackendUnavailable` with the reason and the fix, and
   ``avgen compare`` reports the metric as skipped - never as a number.
@@ -146,10 +148,6 @@ class UnavailableBackend:
 
 
 UNAVAILABLE: dict[str, UnavailableBackend] = {
-    "passt": UnavailableBackend(
-        "PaSST (hear21passt, 32 kHz, 768-d + 527 logits)", ("fd_passt", "kl_passt"), "hear21passt",
-        "an avgen PaSST loader (own implementation with hear21passt's key names) - not in this version",
-        "hear21passt requires torchaudio (avgen does not install it) and downloads its weights at first use"),
     "vggish": UnavailableBackend(
         "VGGish (16 kHz, 128-d per 0.96 s)", ("fd_vggish", "fad"), None,
         "an avgen VGGish loader - not in this version",
@@ -178,7 +176,7 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
 
 
 def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
-    """A back-end by name (``melstats``; ``clap``, ``panns``, ``whisper`` with ``path``); unavailable ones raise
+    """A back-end by name (``melstats``; ``clap``, ``panns``, ``passt``, ``whisper`` with ``path``); unavailable ones raise
     :class:`BackendUnavailable`."""
     if name == "melstats":
         return MelStatsBackend()
@@ -193,6 +191,12 @@ def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
             raise BackendUnavailable("panns", "no PANNs Cnn14 weights given",
                                      "--panns <path of Cnn14_16k_mAP=0.438.pth from zenodo.org/record/3987831>")
         return PannsBackend(path)
+    if name == "passt":
+        from avgen.eval.passt import PASST_FIX, PasstBackend
+
+        if not path:
+            raise BackendUnavailable("passt", "PaSST-S weights not given", PASST_FIX)
+        return PasstBackend(path)
     if name == "whisper":
         from avgen.eval.whisper import WhisperBackend
 
@@ -205,4 +209,4 @@ def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
         missing = entry.package is not None and importlib.util.find_spec(entry.package) is None
         reason = f"{entry.description}: " + (f"package {entry.package!r} not installed; " if missing else "") + entry.reason
         raise BackendUnavailable(name, reason, entry.fix)
-    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, whisper or one of {sorted(UNAVAILABLE)}")
+    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, passt, whisper or one of {sorted(UNAVAILABLE)}")
