@@ -125,9 +125,16 @@ def test_backend_loads_every_layout_and_matches_the_reference_forward(tmp_path):
         torch.testing.assert_close(embeddings[i], ref_embedding[0], atol=1e-4, rtol=1e-4)
         torch.testing.assert_close(logits[i], ref_logits[0], atol=1e-4, rtol=1e-4)
     for layout in ("wrapped.pt", "model.pt"):
-        other = PasstBackend(str(tmp_path / layout), clip_samples=TINY_CLIP, num_heads=2, n_mels=TINY_MELS)
+        other = PasstBackend(str(tmp_path / layout), clip_samples=TINY_CLIP, num_heads=2, n_mels=TINY_MELS, memo_size=2)
         torch.testing.assert_close(other.embed(clips, 32000), embeddings)
-        assert other.model.net.state_dict().keys() == state.keys()
+        assert other.model.net.state_dict().keys() == state.keys() and len(other._memo) == 2  # the last two kept
+    # logits after embed reuse the forward (one network call per distinct clip); a repeated clip runs once
+    calls = []
+    backend.model.net.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    backend._memo.clear()
+    backend.embed(clips + clips[:1], 32000)
+    torch.testing.assert_close(backend.logits(clips, 32000), logits)
+    assert calls == [2, 1]
 
 
 def test_backend_refuses_missing_foreign_and_mismatched_files(tmp_path):
@@ -147,3 +154,63 @@ def test_backend_refuses_missing_foreign_and_mismatched_files(tmp_path):
     torch.save(_tiny_state(), tmp_path / "tiny.pt")
     with pytest.raises(ValueError, match="time patches"):  # longer than the time positions allow
         PasstBackend(str(tmp_path / "tiny.pt"), num_heads=2, n_mels=TINY_MELS, clip_samples=32000)
+
+
+def test_registry_skips_without_weights_and_builds_with_them(tmp_path):
+    from avgen.cli.compare import _select_metrics, evaluate_parser
+    from avgen.eval.registry import METRICS, load_builtin
+
+    load_builtin()
+    assert {"fd_passt", "kl_passt", "is_passt"} <= set(METRICS) and METRICS["is_passt"].higher_is_better
+    assert "--passt" in evaluate_parser().format_help()
+    metrics, skipped, _ = _select_metrics(["fd_passt", "kl_passt", "is_passt"])
+    assert metrics == [] and set(skipped) == {"fd_passt", "kl_passt", "is_passt"}
+    assert "PaSST-S weights not given; fix: --passt" in skipped["fd_passt"] and "ap.476-swa.pt" in skipped["fd_passt"]
+    metrics, skipped, _ = _select_metrics(["kl_passt"], weights={"passt": str(tmp_path / "absent.pt")})
+    assert metrics == [] and "no PaSST checkpoint at" in skipped["kl_passt"]
+
+
+@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # 3 clips in 32 dims: singular covariances
+def test_evaluate_scores_fd_kl_and_is_with_a_local_passt(tmp_path):
+    """Default sizes except the width (32, 2 blocks, 1 head): 10-s clips, 128 mels, the full 12 x 99 grid."""
+    import soundfile as sf
+
+    from avgen.cli.compare import build_datamodule, evaluate
+    from avgen.cli.generate import safe_name
+    from avgen.eval import frechet_distance
+    from tests.eval.test_evaluate import DATA
+
+    torch.manual_seed(0)
+    model = PaSST(embed_dim=32, depth=2, num_heads=1)
+    with torch.no_grad():
+        model.head[1].weight.normal_(0, 2.0)
+    torch.save(model.state_dict(), tmp_path / "passt.pt")
+    config = tmp_path / "data.yaml"
+    config.write_text(DATA)
+    dm = build_datamodule(str(config))
+    dm.setup("predict")
+    ids = sorted(safe_name(sample_id) for batch in dm.predict_dataloader() for sample_id in batch.ids)
+    (tmp_path / "gen").mkdir()
+    rng = np.random.default_rng(3)
+    time = np.arange(16000) / 16000
+    for n, i in enumerate(ids):  # different tones in noise: the class softmaxes differ from the ground truth's
+        clip = 0.3 * np.sin(2 * np.pi * (300 + 700 * n) * time) + 0.05 * rng.normal(size=time.size)
+        sf.write(str(tmp_path / "gen" / f"{i}.wav"), clip.astype(np.float32), 16000, subtype="FLOAT")
+    row = evaluate(["--generated", str(tmp_path / "gen"), "--reference", str(config), "--passt", str(tmp_path / "passt.pt"),
+                    "--metrics", "fd_passt", "kl_passt", "is_passt"])["row"]
+    backend = PasstBackend(str(tmp_path / "passt.pt"))
+    assert backend.dim == 32 and backend.clip_samples == 320_000
+
+    def read(folder):  # the generated clips and the ground truth evaluate wrote to its reference cache
+        loaded = [sf.read(str(folder / f"{i}.wav"), dtype="float32") for i in ids]
+        assert {rate for _, rate in loaded} == {16000}
+        return [torch.from_numpy(audio) for audio, _ in loaded]
+
+    gen, ref = read(tmp_path / "gen"), read(tmp_path / "gen" / "evaluation" / "reference" / "audio")
+    g, r = backend.embed(gen, 16000).double().numpy(), backend.embed(ref, 16000).double().numpy()
+    lp = torch.log_softmax(backend.logits(ref, 16000).double(), -1).numpy()
+    lq = torch.log_softmax(backend.logits(gen, 16000).double(), -1).numpy()
+    assert row["kl_passt"] == pytest.approx(float((np.exp(lp) * (lp - lq)).sum(-1).mean()), rel=1e-4) and row["kl_passt"] > 0
+    assert row["is_passt"] == pytest.approx(1.0, abs=1e-6)  # 3 splits of one clip: exp(KL(p || p)) = 1
+    expected = frechet_distance(g.mean(0), np.cov(g, rowvar=False), r.mean(0), np.cov(r, rowvar=False))
+    assert row["fd_passt"] == pytest.approx(expected, rel=1e-3) and row["fd_passt"] > 0

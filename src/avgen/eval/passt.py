@@ -40,6 +40,7 @@ stored in a state dict: it defaults to width / 64 (ViT-B's head width).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from functools import partial
@@ -53,8 +54,10 @@ from torch.nn import functional as F
 
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
 from avgen.eval.kaldi import kaldi_mel_banks
+from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
+from avgen.eval.scores import frechet_score, inception_score, paired_kl_score
 
-__all__ = ["PasstMel", "PaSST", "PasstModel", "PasstBackend", "PASST_URL", "PASST_CLIP_SAMPLES", "read_passt_checkpoint"]
+__all__ = ["PasstMel", "PaSST", "PasstModel", "PasstBackend", "PASST_URL", "PASST_CLIP_SAMPLES", "read_passt_checkpoint", "build_passt_backend"]
 
 PASST_URL = "https://github.com/kkoutini/PaSST/releases/download/v0.0.1-audioset/passt-s-f128-p16-s10-ap.476-swa.pt"
 PASST_FIX = f"--passt <path of passt-s-f128-p16-s10-ap.476-swa.pt, downloaded from {PASST_URL}>"
@@ -222,7 +225,8 @@ class PasstBackend(EmbeddingBackend):
     """FD_PaSST embeddings (768-d) and AudioSet logits (527) for KL_PaSST / IS_PaSST, at 32 kHz.
 
     As av-benchmark: every clip is zero-padded at the end or truncated to ``clip_samples`` (320,000 =
-    10 s; an option) and clips run in batches of ``batch_size``.
+    10 s; an option) and clips run in batches of ``batch_size``. The outputs of the last ``memo_size``
+    distinct clips are kept (about 5 kB each), so ``logits`` after ``embed`` of the same clips is free.
     """
 
     name = "passt"
@@ -230,7 +234,8 @@ class PasstBackend(EmbeddingBackend):
     has_logits = True
 
     def __init__(self, checkpoint: str, clip_samples: int = PASST_CLIP_SAMPLES, batch_size: int = 8,
-                 num_heads: int | None = None, n_mels: int = 128, stride: int = 10) -> None:
+                 num_heads: int | None = None, n_mels: int = 128, stride: int = 10,
+                 memo_size: int = 10_000) -> None:
         super().__init__()
         state = read_passt_checkpoint(checkpoint)
         wrapped = "net.cls_token" in state
@@ -250,6 +255,8 @@ class PasstBackend(EmbeddingBackend):
                              f"1..{net.time_patches} (at most {PASST_CLIP_SAMPLES} samples at 32 kHz)")
         self.name = f"passt:{os.path.splitext(os.path.basename(checkpoint))[0]}"
         self.clip_samples, self.batch_size, self.dim = clip_samples, batch_size, net.embed_dim
+        self.memo_size = memo_size
+        self._memo: dict[bytes, tuple[Tensor, Tensor]] = {}  # network input digest -> (embedding, logits)
 
     def fit_clip(self, x: np.ndarray) -> Tensor:
         """Truncate / zero-pad at the end to ``clip_samples`` (av-benchmark's ``wav[..., :320000]`` / ``F.pad``)."""
@@ -257,13 +264,24 @@ class PasstBackend(EmbeddingBackend):
         return F.pad(signal, (0, self.clip_samples - signal.numel()))
 
     def _forward(self, waveforms: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-        logits, embeddings = [], []
-        for start in range(0, len(waveforms), self.batch_size):
-            batch = torch.stack([self.fit_clip(x) for x in waveforms[start : start + self.batch_size]])
-            logit, embedding = self.model(batch)
-            logits.append(logit)
-            embeddings.append(embedding)
-        return torch.cat(embeddings), torch.cat(logits)
+        """(embeddings (N, D), logits (N, classes)); a clip seen before (by its exact network input) is not rerun:
+        FD asks for the embeddings and KL / IS for the logits of the same clips, one forward gives both."""
+        clips = [self.fit_clip(x) for x in waveforms]
+        keys = [hashlib.sha1(clip.numpy().tobytes()).digest() for clip in clips]
+        found = {k: self._memo[k] for k in keys if k in self._memo}
+        todo = list(dict.fromkeys(k for k in keys if k not in found))
+        index = {k: n for n, k in enumerate(keys)}
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start : start + self.batch_size]
+            logits, embeddings = self.model(torch.stack([clips[index[k]] for k in chunk]))
+            found.update({k: (e, lo) for k, e, lo in zip(chunk, embeddings, logits)})
+        for k in todo:
+            while self._memo and len(self._memo) >= self.memo_size:
+                self._memo.pop(next(iter(self._memo)))  # oldest first
+            if self.memo_size > 0:
+                self._memo[k] = found[k]
+        rows = [found[k] for k in keys]
+        return torch.stack([e for e, _ in rows]), torch.stack([lo for _, lo in rows])
 
     def embed_resampled(self, waveforms: list[np.ndarray]) -> Tensor:
         return self._forward(waveforms)[0]
@@ -271,3 +289,25 @@ class PasstBackend(EmbeddingBackend):
     @torch.no_grad()
     def logits(self, waveforms, sample_rate: int) -> Tensor:
         return self._forward(self.prepare(waveforms, sample_rate))[1]
+
+
+# ---------------------------------------------------------------------------------- registry
+def build_passt_backend(value: str | None) -> PasstBackend:
+    """The ``passt`` back-end from the ``--passt`` flag's value (a local checkpoint path)."""
+    if not value:
+        raise BackendUnavailable("passt", "PaSST-S weights not given", PASST_FIX)
+    return PasstBackend(value)
+
+
+register_backend(BackendSpec("passt", build_passt_backend,
+                             f"PaSST-S AudioSet checkpoint passt-s-f128-p16-s10-ap.476-swa.pt (download: {PASST_URL}) "
+                             "for fd_passt / kl_passt / is_passt"))
+register_metric(MetricSpec(
+    "fd_passt", False, "Frechet distance of PaSST-S (32 kHz, 10 s) 768-d embeddings to the reference set (MMAudio FD_PaSST)",
+    "passt", frechet_score))
+register_metric(MetricSpec(
+    "kl_passt", False, "KL(ground truth || generated) of the PaSST AudioSet class softmax, mean over pairs (MMAudio KL_PaSST)",
+    "passt", paired_kl_score))
+register_metric(MetricSpec(
+    "is_passt", True, "Inception score of PaSST logits, 10 splits (fewer when fewer than 10 clips), seed 2020",
+    "passt", inception_score))
