@@ -273,8 +273,9 @@ class PasstBackend(EmbeddingBackend):
         index = {k: n for n, k in enumerate(keys)}
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
-            logits, embeddings = self.model(torch.stack([clips[index[k]] for k in chunk]))
-            found.update({k: (e, lo) for k, e, lo in zip(chunk, embeddings, logits)})
+            batch = torch.stack([clips[index[k]] for k in chunk]).to(self.model.device_proxy.device)
+            logits, embeddings = self.model(batch)  # on the device the back-end was moved to; results kept on CPU
+            found.update({k: (e.float().cpu(), lo.float().cpu()) for k, e, lo in zip(chunk, embeddings, logits)})
         for k in todo:
             while self._memo and len(self._memo) >= self.memo_size:
                 self._memo.pop(next(iter(self._memo)))  # oldest first
