@@ -75,6 +75,9 @@ BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.scores",
     "avgen.eval.passt",
     "avgen.eval.video",
+    "avgen.eval.syncnet",
+    "avgen.eval.vggish",
+    "avgen.eval.crepe",
 )
 
 
