@@ -11,6 +11,8 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
   L2-normalised, for CLAP_A (audio-audio cosine, FoleyGenEx) and CLAP_T (text-audio cosine).
 * :class:`avgen.eval.panns.PannsBackend` (``panns``): PANNs Cnn14 16 kHz, an own implementation
   that loads the public ``Cnn14_16k_mAP=0.438.pth``: FD_PANNs, KL_PANNs, IS.
+* :class:`avgen.eval.passt.PasstBackend` (``passt``): PaSST-S 32 kHz, an own implementation that
+  loads the released ``passt-s-f128-p16-s10-ap.476-swa.pt``: FD_PaSST, KL_PaSST, IS_PaSST.
 * :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER (and PER,
   :mod:`avgen.eval.phonemes`, with the offline CMU dictionary G2P).
 * :class:`avgen.eval.speaker.ResemblyzerBackend` (``resemblyzer``): the GE2E speaker encoder for SECS.
@@ -149,10 +151,6 @@ class UnavailableBackend:
 
 
 UNAVAILABLE: dict[str, UnavailableBackend] = {
-    "passt": UnavailableBackend(
-        "PaSST (hear21passt, 32 kHz, 768-d + 527 logits)", ("fd_passt", "kl_passt"), "hear21passt",
-        "an avgen PaSST loader (own implementation with hear21passt's key names) - not in this version",
-        "hear21passt requires torchaudio (avgen does not install it) and downloads its weights at first use"),
     "synchformer_av": UnavailableBackend(
         "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
         "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",

@@ -73,6 +73,7 @@ METRICS: dict[str, MetricSpec] = {}
 # Modules whose import registers the built-in back-ends and metrics (in the order of the table's columns).
 BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.scores",
+    "avgen.eval.passt",
     "avgen.eval.video",
     "avgen.eval.syncnet",
     "avgen.eval.vggish",
