@@ -74,12 +74,12 @@ METRICS: dict[str, MetricSpec] = {}
 BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.scores",
     "avgen.eval.passt",
-    "avgen.eval.video",
-    "avgen.eval.syncnet",
     "avgen.eval.vggish",
     "avgen.eval.crepe",
     "avgen.eval.phonemes",
     "avgen.eval.speaker",
+    "avgen.eval.syncnet",
+    "avgen.eval.video",
 )
 
 
