@@ -211,6 +211,9 @@ def test_video_frames_crops_and_clips_match_av_benchmark():
         expected = _av_benchmark_video(frames, 25.0, 28, count=4)
         assert ours.shape == expected.shape == (9, 3, 2, 28, 28)
         torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)
+    # only the first `duration` seconds (av-benchmark: the generated audio's length) of a 10 s video
+    long = rng.integers(0, 256, size=(250, 28, 28, 3), dtype=np.uint8)
+    torch.testing.assert_close(video_clips(long, 25.0, 28, duration=8.0), _av_benchmark_video(long, 25.0, 28, count=4))
     # shorter than 4 s: two frames over the video (av-benchmark has no clip to embed there)
     assert video_clips(rng.integers(0, 256, size=(25, 28, 28, 3), dtype=np.uint8), 25.0, 28).shape == (3, 3, 2, 28, 28)
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):

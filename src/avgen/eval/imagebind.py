@@ -74,11 +74,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics import Metric
 
 from avgen.data.media import resample
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
 from avgen.eval.kaldi import kaldi_fbank
+from avgen.eval.video import _FrameConditionSimilarity
 from avgen.nn.mlp import MLP
 
 __all__ = [
@@ -591,11 +591,15 @@ class ImageBindBackend(EmbeddingBackend):
         return self.embed(waveforms, sample_rate)
 
     @torch.no_grad()
-    def embed_video(self, videos: Sequence[tuple[np.ndarray, float]]) -> Tensor:
-        """One embedding per (frames (T, H, W, 3) uint8, fps) video."""
+    def embed_video(self, videos: Sequence[tuple[np.ndarray, float]], durations: Sequence[float | None] | None = None
+                    ) -> Tensor:
+        """One embedding per (frames (T, H, W, 3) uint8, fps) video. ``durations`` (s): the part of each
+        video to use (av-benchmark uses the generated audio's length); default the whole video."""
         out = []
-        for frames, fps in videos:
-            clips = video_clips(frames, fps, self.model.image_size, self.video_rate, num_crops=self.num_crops)
+        for index, (frames, fps) in enumerate(videos):
+            duration = durations[index] if durations is not None else None
+            clips = video_clips(frames, fps, self.model.image_size, self.video_rate, duration=duration,
+                                num_crops=self.num_crops)
             out.append(self._batched(self.model.encode_vision, clips).mean(0))
         return torch.stack(out)
 
@@ -612,27 +616,15 @@ class ImageBindBackend(EmbeddingBackend):
 
 
 # ---------------------------------------------------------------------------------- metric
-class PairedCosineSimilarity(Metric):
+class PairedCosineSimilarity(_FrameConditionSimilarity):
     """Mean cosine similarity of paired embeddings (IB-score: video-audio; IB-A: audio-text),
-    ``update(a (N, D), b (N, D))``; sums are DDP-synchronised. av-benchmark reports the fraction
-    (``torch.cosine_similarity(...).mean()``); papers print it x100."""
-
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("similarity_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("num", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+    ``update(a (N, D), b (N, D))``; the sums are DDP-synchronised (the state of
+    :mod:`avgen.eval.video`'s similarities, one "frame" per pair). av-benchmark reports the fraction
+    (``torch.cosine_similarity(...).mean()``); the papers print it x100."""
 
     def update(self, a: Tensor, b: Tensor) -> None:
         a, b = torch.as_tensor(a), torch.as_tensor(b)
         if a.ndim != 2 or a.shape != b.shape:
             raise ValueError(f"expected two (N, D) embedding batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-        self.similarity_sum += F.cosine_similarity(a.double(), b.double(), dim=-1).sum().cpu()
-        self.num += a.shape[0]
-
-    def compute(self) -> Tensor:
-        if int(self.num) == 0:
-            raise ValueError("PairedCosineSimilarity: no pair was scored")
-        return self.similarity_sum / self.num
+        for row in range(a.shape[0]):
+            super().update(a[row : row + 1], b[row])
