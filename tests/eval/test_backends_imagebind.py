@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from avgen.eval import BackendUnavailable
 from avgen.eval.imagebind import (
-    ImageBindBackend, ImageBindModel, PairedCosineSimilarity, audio_clip_fbanks, clip_timepoints, ffmpeg_fps_indices,
+    IMAGEBIND_HUGE, ImageBindBackend, ImageBindModel, PairedCosineSimilarity, audio_clip_fbanks, clip_timepoints, ffmpeg_fps_indices,
     video_clips,
 )
 from avgen.eval.kaldi import kaldi_fbank
@@ -253,7 +253,7 @@ def test_layer_scale_variant_matches_the_reference_forward():
 
 def test_huge_layout_key_names_and_shapes():
     with torch.device("meta"):
-        model = ImageBindModel()
+        model = ImageBindModel(**IMAGEBIND_HUGE)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes["modality_preprocessors.vision.rgbt_stem.proj.1.weight"] == (1280, 3, 2, 14, 14)
     assert shapes["modality_preprocessors.vision.pos_embedding_helper.pos_embed"] == (1, 257, 1280)
@@ -340,5 +340,6 @@ def test_backend_embeddings_and_cosine_metrics(tiny):
         metric.update(a[:1], b[:1])
         metric.update(a[1:], b[1:])
         assert float(metric.compute()) == pytest.approx(cos(a.numpy(), b.numpy()).mean(), abs=1e-6)
+    assert backend.embed_text([]).shape == backend.embed_video([]).shape == (0, 24)
     with pytest.raises(ValueError, match="one shape"):
         PairedCosineSimilarity().update(audio, text[:1])

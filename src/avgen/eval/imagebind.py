@@ -577,6 +577,8 @@ class ImageBindBackend(EmbeddingBackend):
         return out
 
     def _batched(self, encode, inputs: Tensor) -> Tensor:
+        if inputs.shape[0] == 0:
+            return torch.zeros(0, self.dim)
         device = next(self.model.parameters()).device
         return torch.cat([encode(inputs[i : i + self.batch_size].to(device)).float().cpu()
                           for i in range(0, inputs.shape[0], self.batch_size)])
@@ -584,6 +586,8 @@ class ImageBindBackend(EmbeddingBackend):
     def embed_resampled(self, waveforms: list[np.ndarray]) -> Tensor:
         front_end = dict(AUDIO_FRONT_END, num_mel_bins=self.model.num_mel_bins, target_length=self.model.audio_target_length)
         fbanks = [audio_clip_fbanks(x, **front_end) for x in waveforms]
+        if not fbanks:
+            return torch.zeros(0, self.dim)
         per_clip = self._batched(self.model.encode_audio, torch.cat(fbanks))
         return torch.stack([chunk.mean(0) for chunk in per_clip.split([f.shape[0] for f in fbanks])])
 
@@ -601,7 +605,7 @@ class ImageBindBackend(EmbeddingBackend):
             clips = video_clips(frames, fps, self.model.image_size, self.video_rate, duration=duration,
                                 num_crops=self.num_crops)
             out.append(self._batched(self.model.encode_vision, clips).mean(0))
-        return torch.stack(out)
+        return torch.stack(out) if out else torch.zeros(0, self.dim)
 
     def tokenize(self, texts: Sequence[str]) -> Tensor:
         if self._tokenizer is None:
