@@ -343,3 +343,58 @@ def test_backend_embeddings_and_cosine_metrics(tiny):
     assert backend.embed_text([]).shape == backend.embed_video([]).shape == (0, 24)
     with pytest.raises(ValueError, match="one shape"):
         PairedCosineSimilarity().update(audio, text[:1])
+
+
+# ---------------------------------------------------------------------------------- avgen evaluate
+DATA = """\
+data:
+  class_path: avgen.data.ToyWorldDataModule
+  init_args: {batch_size: 2, num_workers: 0, seed: 4, predict_size: 2, duration: 1.0, sample_rate: 16000,
+              semantic_fps: 8.0, sync_fps: 25.0, semantic_size: 32, sync_size: 32, scenarios: [vta]}
+"""
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method:UserWarning")
+def test_evaluate_scores_ib_score_and_ib_a_through_the_registry(tiny, tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from avgen.cli.compare import _select_metrics, build_datamodule, evaluate, evaluate_parser
+    from avgen.cli.generate import safe_name
+    from avgen.eval.backends import UNAVAILABLE
+    from avgen.eval.registry import METRICS, load_builtin, read_video_frames
+
+    load_builtin()
+    assert METRICS["ib_score"].needs_video and METRICS["ib_score"].higher_is_better and METRICS["ib_a"].backend == "imagebind"
+    assert "imagebind" not in UNAVAILABLE and "--imagebind" in evaluate_parser().format_help()
+    metrics, skipped, _ = _select_metrics(["ib_score", "ib_a"], weights={"imagebind": None})
+    assert not metrics and all("--imagebind" in skipped[m] for m in ("ib_score", "ib_a"))
+    config = tmp_path / "data.yaml"
+    config.write_text(DATA)
+    dm = build_datamodule(str(config))
+    dm.setup("predict")
+    ids = sorted(safe_name(i) for batch in dm.predict_dataloader() for i in batch.ids)
+    generated = tmp_path / "gen"
+    generated.mkdir()
+    rng = np.random.default_rng(5)
+    fake = {i: (rng.normal(size=16000) * 0.1).astype(np.float32) for i in ids}
+    for i, wav in fake.items():
+        sf.write(str(generated / f"{i}.wav"), wav, 16000, subtype="FLOAT")
+    row = evaluate(["--generated", str(generated), "--reference", str(config), "--imagebind", tiny[2],
+                    "--metrics", "ib_score", "ib_a"])["row"]
+    out = generated / "evaluation"
+    samples = json.loads((out / "reference" / "samples.json").read_text())
+
+    backend = ImageBindBackend(tiny[2])
+    audio = backend.embed([torch.from_numpy(fake[i]) for i in ids], 16000).double().numpy()
+    videos = [read_video_frames(out / "reference" / "video" / f"{i}.mp4") for i in ids]
+    video = backend.embed_video(videos, [min(len(f) / fps, 1.0) for f, fps in videos]).double().numpy()
+    text = backend.embed_text([samples[i]["caption"] for i in ids]).double().numpy()
+
+    def cos(a, b):
+        return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+    assert all(samples[i]["caption"] for i in ids)
+    assert row["ib_score"] == pytest.approx(cos(video, audio).mean(), abs=1e-5)
+    assert row["ib_a"] == pytest.approx(cos(audio, text).mean(), abs=1e-5)

@@ -78,6 +78,7 @@ from torch.nn import functional as F
 from avgen.data.media import resample
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
 from avgen.eval.kaldi import kaldi_fbank
+from avgen.eval.registry import BackendSpec, MetricSpec, ScoreContext, register_backend, register_metric
 from avgen.eval.video import _FrameConditionSimilarity
 from avgen.nn.mlp import MLP
 
@@ -624,7 +625,8 @@ class PairedCosineSimilarity(_FrameConditionSimilarity):
     """Mean cosine similarity of paired embeddings (IB-score: video-audio; IB-A: audio-text),
     ``update(a (N, D), b (N, D))``; the sums are DDP-synchronised (the state of
     :mod:`avgen.eval.video`'s similarities, one "frame" per pair). av-benchmark reports the fraction
-    (``torch.cosine_similarity(...).mean()``); the papers print it x100."""
+    (``torch.cosine_similarity(...).mean()``); MMAudio and AudioGen-Omni print IB x100, Harmony prints
+    IB and IB-A as fractions."""
 
     def update(self, a: Tensor, b: Tensor) -> None:
         a, b = torch.as_tensor(a), torch.as_tensor(b)
@@ -632,3 +634,60 @@ class PairedCosineSimilarity(_FrameConditionSimilarity):
             raise ValueError(f"expected two (N, D) embedding batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
         for row in range(a.shape[0]):
             super().update(a[row : row + 1], b[row])
+
+
+# ---------------------------------------------------------------------------------- registry
+NAN = float("nan")
+
+
+def _build_backend(value: str | None) -> ImageBindBackend:
+    if not value:
+        raise BackendUnavailable("imagebind", "no ImageBind weights given", FIX)
+    return ImageBindBackend(value)
+
+
+def ib_score(ctx: ScoreContext) -> float:
+    """IB-score: per sample with a video, the cosine of the ImageBind video embedding (the part of the
+    video as long as the generated audio, as av-benchmark cuts both to ``audio_length``) and the
+    generated audio's embedding; mean over samples."""
+    backend = ctx.backend
+    ids = [i for i in ctx.ids if i in ctx.videos]
+    if not ids:
+        return NAN
+    audio = ctx.embeddings("generated", ids)
+
+    def video_embedding(sample_id: str) -> np.ndarray:
+        frames, fps = ctx.video(sample_id)
+        waveform, rate = ctx.audio("generated", sample_id)
+        duration = min(frames.shape[0] / fps, waveform.numel() / rate)
+        return backend.embed_video([(frames, fps)], [duration])[0].numpy()
+
+    video = ctx.cached("generated", f"{backend.name}-video", ids, video_embedding)
+    metric = PairedCosineSimilarity()
+    metric.update(torch.as_tensor(np.stack([video[i] for i in ids])), torch.as_tensor(np.stack([audio[i] for i in ids])))
+    return float(metric.compute())
+
+
+def ib_a(ctx: ScoreContext) -> float:
+    """IB-A (Harmony): the cosine of the ImageBind embeddings of the caption and the generated audio, mean over captioned samples."""
+    backend = ctx.backend
+    ids = [i for i in ctx.ids if ctx.samples[i].get("caption")]
+    if not ids:
+        return NAN
+    audio = ctx.embeddings("generated", ids)
+    text = ctx.cached("reference", f"{backend.name}-text", ids,
+                      lambda sample_id: backend.embed_text([ctx.samples[sample_id]["caption"]])[0].numpy())
+    metric = PairedCosineSimilarity()
+    metric.update(torch.as_tensor(np.stack([audio[i] for i in ids])), torch.as_tensor(np.stack([text[i] for i in ids])))
+    return float(metric.compute())
+
+
+register_backend(BackendSpec("imagebind", _build_backend, f"ImageBind-huge checkpoint (imagebind_huge.pth, {IMAGEBIND_URL}) "
+                                                          "for ib_score / ib_a"))
+register_metric(MetricSpec(
+    "ib_score", True, "ImageBind video-audio cosine of the generated audio and its video (IB; av-benchmark protocol; "
+    "a fraction as av-benchmark's code gives it - MMAudio and AudioGen-Omni print it x100, Harmony as a fraction)",
+    "imagebind", ib_score, needs_video=True))
+register_metric(MetricSpec(
+    "ib_a", True, "ImageBind audio-text cosine of the generated audio and the caption (Harmony IB-A, a fraction)",
+    "imagebind", ib_a))
