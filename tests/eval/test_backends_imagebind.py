@@ -320,6 +320,8 @@ def test_backend_embeddings_and_cosine_metrics(tiny):
     with torch.no_grad():
         expected = torch.stack([_reference_audio(state, _imagebind_audio(torch.from_numpy(w))).mean(0) for w in waves])
     torch.testing.assert_close(audio, expected, atol=1e-4, rtol=1e-4)
+    stereo = torch.from_numpy(np.stack([waves[1][:16000], -0.5 * waves[1][:16000]]))  # a stereo file is mixed to mono
+    torch.testing.assert_close(backend.embed([stereo], 16000), backend.embed([stereo.mean(0)], 16000))
     videos = [(rng.integers(0, 256, size=(200, 30, 40, 3), dtype=np.uint8), 25.0),
               (rng.integers(0, 256, size=(125, 28, 28, 3), dtype=np.uint8), 25.0)]
     video = backend.embed_video(videos)

@@ -44,11 +44,13 @@ Inputs follow ImageBind's ``data.py`` and MMAudio's av-benchmark (the IB-score p
   mean over crops x clips of the L2-normalised vision embeddings.
 * text (:meth:`ImageBindBackend.tokenize`): CLIP's BPE tokenizer (``bpe_simple_vocab_16e6``, 77
   tokens). open_clip's ``SimpleTokenizer`` is used, loaded from its file without importing the
-  open_clip package: its vocabulary file is OpenAI CLIP's (sha256 924691ac...6804a), the file
-  ImageBind ships under the same name, with the same merges (49152 - 256 - 2), special-token ids
-  49406 / 49407 and truncation (first 76 tokens + end-of-text). The only difference: ImageBind
-  spells the special tokens ``<|startoftext|>`` / ``<|endoftext|>``, so a caption containing those
-  literal strings tokenizes differently. ``bpe_path`` loads ImageBind's own file instead.
+  open_clip package. Its vocabulary file is OpenAI CLIP's ``bpe_simple_vocab_16e6.txt.gz``
+  (sha256 924691ac...6804a, checked in the tests); ImageBind ships a file of the same name (not
+  byte-compared here: no copy offline) and reads it with CLIP's code: the same merges
+  (49152 - 256 - 2), special-token ids 49406 / 49407, lower-cased ftfy/html cleaning and
+  truncation (first 76 tokens + end-of-text). The one difference: ImageBind spells the special
+  tokens ``<|startoftext|>`` / ``<|endoftext|>``, so a caption containing those literal strings
+  tokenizes differently. ``bpe_path=`` reads ImageBind's own file instead.
 
 Where av-benchmark would fail, avgen still scores (and says so here): videos shorter than 4 s give
 fewer than two frames at 0.5 fps, so two frames are taken at the rate 2 / duration; a clip of
@@ -574,7 +576,11 @@ class ImageBindBackend(EmbeddingBackend):
         out = []
         for w in waveforms:
             x = w.detach().cpu().double().numpy() if isinstance(w, Tensor) else np.asarray(w, np.float64)
-            out.append(resample(x.reshape(-1), int(sample_rate), self.sample_rate))
+            if x.ndim == 2:  # (channels, samples): the mono mix
+                x = x.mean(0)
+            if x.ndim != 1:
+                raise ValueError(f"ImageBind audio: expected (samples,) or (channels, samples), got shape {x.shape}")
+            out.append(resample(x, int(sample_rate), self.sample_rate))
         return out
 
     def _batched(self, encode, inputs: Tensor) -> Tensor:
@@ -657,10 +663,13 @@ def ib_score(ctx: ScoreContext) -> float:
     audio = ctx.embeddings("generated", ids)
 
     def video_embedding(sample_id: str) -> np.ndarray:
-        frames, fps = ctx.video(sample_id)
-        waveform, rate = ctx.audio("generated", sample_id)
-        duration = min(frames.shape[0] / fps, waveform.numel() / rate)
-        return backend.embed_video([(frames, fps)], [duration])[0].numpy()
+        try:
+            frames, fps = ctx.video(sample_id)
+            waveform, rate = ctx.audio("generated", sample_id)
+            duration = min(frames.shape[0] / fps, waveform.numel() / rate)
+            return backend.embed_video([(frames, fps)], [duration])[0].numpy()
+        except ValueError as err:
+            raise ValueError(f"ib_score: sample {sample_id!r} ({ctx.videos[sample_id]}): {err}") from None
 
     video = ctx.cached("generated", f"{backend.name}-video", ids, video_embedding)
     metric = PairedCosineSimilarity()
