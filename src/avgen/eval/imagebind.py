@@ -54,7 +54,10 @@ Inputs follow ImageBind's ``data.py`` and MMAudio's av-benchmark (the IB-score p
 
 Where av-benchmark would fail, avgen still scores (and says so here): videos shorter than 4 s give
 fewer than two frames at 0.5 fps, so two frames are taken at the rate 2 / duration; a clip of
-fewer than 400 samples gives an all-padding fbank.
+fewer than 400 samples gives an all-padding fbank. Audio at another rate is resampled with
+avgen's polyphase filter (``avgen.data.media.resample``; ImageBind: torchaudio's sinc resampler),
+and video frames come from PyAV's decoding (av-benchmark: torio / ffmpeg's ``fps`` filter, whose
+frame choice :func:`ffmpeg_fps_indices` reproduces).
 
 Sizes are constructor arguments (:data:`IMAGEBIND_HUGE` are the public ones); ``from_state_dict``
 reads widths, depths, the image and patch size and the vocabulary from the tensors. Head counts are
