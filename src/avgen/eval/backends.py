@@ -155,7 +155,6 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
         "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",
         "avgen has no Synchformer network (MotionFormer + AST + offset transformer) and compare has no generated video"),
-    "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "none in this version"),
 }
 
 
