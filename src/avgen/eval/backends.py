@@ -12,7 +12,10 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
 * :class:`avgen.eval.panns.PannsBackend` (``panns``): PANNs Cnn14 16 kHz, an own implementation
   that loads the public ``Cnn14_16k_mAP=0.438.pth``: FD_PANNs, KL_PANNs, IS.
 * :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER.
-* :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, VGGish, Synchformer-AV, SyncNet,
+* :class:`avgen.eval.synchformer.SynchformerBackend` (``synchformer``): the audio-visual Synchformer
+  offset classifier for DeSync (an own implementation loading ``synchformer_state_dict.pth`` or the
+  ``24-01-04T16-39-21.pt`` checkpoint).
+* :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, VGGish, SyncNet,
   Resemblyzer, torchcrepe, ImageBind, CLIP-video), each with why avgen cannot run it;
   :func:`get_backend` raises :class:`BackendUnavailable` with the reason and the fix, and
   ``avgen compare`` reports the metric as skipped - never as a number.
@@ -156,10 +159,6 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "torchvggish requires torchaudio and downloads its weights at first use; avgen has no loader of its own"),
     "g2p": UnavailableBackend("offline G2P for PER", ("per",), "g2p_en",
                               "none in this version (needs an offline G2P, e.g. g2p_en, on the Whisper transcripts)"),
-    "synchformer_av": UnavailableBackend(
-        "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
-        "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",
-        "avgen has no Synchformer network (MotionFormer + AST + offset transformer) and compare has no generated video"),
     "syncnet": UnavailableBackend("SyncNet (talking faces)", ("sync_c", "sync_d"), None, "none in this version"),
     "resemblyzer": UnavailableBackend(
         "Resemblyzer speaker encoder", ("secs",), "resemblyzer",
