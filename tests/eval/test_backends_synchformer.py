@@ -333,8 +333,8 @@ def test_desync_end_to_end_on_a_tiny_model(tmp_path, state, model, capsys):
     ctx = FakeContext(backend, clips)
     score = score_desync(ctx)
     cached = {i: logits for (_, _, i), logits in ctx.cache.items()}
-    assert sorted(cached) == ["a", "b", "short"] and cached["short"].shape == (0, 21)
-    assert "skipped 1 clip(s) shorter than 4.8 s" in capsys.readouterr().err
+    assert sorted(cached) == ["a", "b", "no_video", "short"] and cached["short"].shape == cached["no_video"].shape == (0, 21)
+    assert "skipped 2 clip(s) without a video or shorter than 4.8 s" in capsys.readouterr().err
 
     expected_a = ref_offset_logits(clips["a"]["video"], 30.0, clips["a"]["audio"] - clips["a"]["audio"].mean(), model, state)
     torch.testing.assert_close(torch.from_numpy(cached["a"]), expected_a.float(), rtol=1e-3, atol=1e-4)

@@ -518,27 +518,35 @@ class SynchformerBackend(EmbeddingBackend):
 # ---------------------------------------------------------------------------------------------- metric
 def score_desync(ctx: Any) -> float:
     """DeSync of one model's generated set: mean |offset| over both crops of every clip with a video
-    (``ctx.video(id)`` + ``ctx.audio("generated", id)``); NaN when no clip can be scored. Clips shorter
-    than 4.8 s are skipped and counted on stderr. Offset logits are cached per sample."""
+    (``ctx.video(id)`` + ``ctx.audio("generated", id)``); NaN when no clip can be scored. Clips without
+    a video or shorter than 4.8 s are skipped and counted on stderr. Offset logits are cached per sample
+    (a skipped clip as an empty array), so a rerun computes only new clips."""
+    from tqdm import tqdm
+
     backend, metric = ctx.backend, DeSync(grid=ctx.backend.grid)
-    short: list[str] = []
+    progress = tqdm(total=len(ctx.ids), desc="desync (Synchformer)", unit="clip", file=sys.stderr, leave=False)
 
     def compute(sample_id: str) -> np.ndarray:
-        frames, fps = ctx.video(sample_id)
+        progress.update(1)  # only clips not in the cache are computed
+        skipped = np.zeros((0, backend.grid.num_classes), dtype=np.float32)
+        video = ctx.video(sample_id)
+        if video is None:
+            return skipped
         audio, rate = ctx.audio("generated", sample_id)
         try:
-            return backend.offset_logits(frames, fps, audio, rate).numpy()
+            return backend.offset_logits(video[0], video[1], audio, rate).numpy()
         except ValueError as err:
-            if "at least" not in str(err):
+            if "at least" not in str(err):  # only the too-short clip is a skip; anything else is a bug or bad input
                 raise
-            short.append(sample_id)
-            return np.zeros((0, backend.grid.num_classes), dtype=np.float32)
+            return skipped
 
-    ids = [i for i in ctx.ids if ctx.video(i) is not None]
-    for logits in ctx.cached("generated", f"{backend.name}:offset_logits", ids, compute).values():
+    cached = ctx.cached("generated", f"{backend.name}:offset_logits", list(ctx.ids), compute)
+    progress.close()
+    skipped = [i for i, logits in cached.items() if len(logits) == 0]
+    for logits in cached.values():
         if len(logits):
             metric.update(torch.as_tensor(np.asarray(logits)))
-    if short:
-        print(f"desync: skipped {len(short)} clip(s) shorter than {backend.grid.crop_seconds:.1f} s "
-              f"(video and audio must both cover one 4.8-s crop): {short[:5]}", file=sys.stderr)
+    if skipped:
+        print(f"desync: skipped {len(skipped)} clip(s) without a video or shorter than {backend.grid.crop_seconds:.1f} s "
+              f"(both streams must cover one crop): {skipped[:5]}", file=sys.stderr)
     return float(metric.compute()) if int(metric.num) else float("nan")
