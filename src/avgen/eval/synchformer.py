@@ -54,6 +54,7 @@ from torch.nn import functional as F
 
 from avgen.conditioning._common import resize_short_side_center_crop
 from avgen.conditioning.sync import SpatialPool, SyncEncoder, synchformer_to_avgen_key
+from avgen.data.media import resample
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
 from avgen.eval.desync import SYNCHFORMER, DeSync, SynchformerGrid, crop_starts
 
@@ -497,10 +498,13 @@ class SynchformerBackend(EmbeddingBackend):
     def offset_logits(self, video_frames: np.ndarray | Tensor, fps: float, audio: np.ndarray | Tensor, rate: int) -> Tensor:
         """Offset logits (2, 21) of the first and the last 4.8-s crop (:func:`avgen.eval.desync.crop_starts`).
 
-        The audio is resampled to 16 kHz with its DC removed (:meth:`prepare`), the video taken at 25 fps.
+        The audio is resampled to 16 kHz (its DC offset kept, as av-benchmark), the video taken at 25 fps.
         The crops lie on the part both streams cover; a pair shorter than 4.8 s raises ``ValueError``.
         """
-        wave = self.prepare([torch.as_tensor(np.asarray(audio, dtype=np.float64))], rate)[0]
+        # av-benchmark's SynchformerAudioDataset resamples to 16 kHz and keeps the DC offset (no ``prepare``)
+        wave = np.asarray(torch.as_tensor(audio).detach().cpu().double())
+        wave = wave.mean(axis=0) if wave.ndim == 2 else wave  # (channels, samples) -> mono, as av-benchmark
+        wave = resample(wave, int(rate), self.sample_rate)
         frames = self._video(video_frames, fps)
         per_frame = self.grid.sample_rate / self.grid.fps
         usable = min(frames.shape[0], int(wave.shape[0] // per_frame))
