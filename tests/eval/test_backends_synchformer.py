@@ -25,8 +25,10 @@ from avgen.eval.desync import SYNCHFORMER
 from avgen.eval.synchformer import (Synchformer, SynchformerBackend, frames_at_fps, load_synchformer_av_state_dict,
                                     score_desync, synchformer_log_mel)
 
-D, HEADS, HIDDEN, PATCH, IMAGE = 16, 2, 32, 8, 16  # tiny widths; the audio geometry (128 x 66) is the real one
-TINY = dict(vis_heads=HEADS, aud_heads=HEADS, n_head=HEADS)
+# Tiny widths with the real head counts (12 / 12 / 8: not visible in the state dict, so the loader assumes them);
+# the audio geometry (128 mels x 66 frames -> 12 x 6 patches) is the real one.
+D, HIDDEN, PATCH, IMAGE = 24, 48, 8, 16
+AST_HEADS, HEAD_HEADS = 12, 8
 
 
 # ----------------------------------------------------------------------------- the checkpoint's key names
@@ -104,7 +106,7 @@ def state():
 
 @pytest.fixture(scope="module")
 def model(state):
-    return Synchformer.from_state_dict(state, **TINY)
+    return Synchformer.from_state_dict(state)
 
 
 # ------------------------------------------------------------------------------------------ front-end
@@ -175,7 +177,7 @@ def ref_encoder_layer(x, s, p, heads):
         return layer(torch.cat([s[p + "cls_token"].expand(x.shape[0], -1, -1), x], dim=1))[:, 0]
 
 
-def ref_ast_features(spec, s, heads=HEADS):
+def ref_ast_features(spec, s, heads=AST_HEADS):
     """Synchformer AST.forward_segments (factorize_freq_time, freq TransformerEncoderLayer, time Identity)."""
     p = "afeat_extractor.ast."
     x = spec.unsqueeze(1).transpose(2, 3)  # ASTPatchEmbeddings: (N, 1, F, T)
@@ -200,7 +202,7 @@ def ref_ast_features(spec, s, heads=HEADS):
     return ref_encoder_layer(feats, s, "afeat_extractor.freq_attn_agg.", heads).reshape(n, t, d)
 
 
-def ref_compare_v_a(vis, aud, s, heads=HEADS):
+def ref_compare_v_a(vis, aud, s, heads=HEAD_HEADS):
     """Synchformer.compare_v_a: projections, flattening of segments, GlobalTransformer.forward (eval)."""
     t = "transformer."
     vis, aud = lin(vis, s, "vproj").flatten(1, 2), lin(aud, s, "aproj").flatten(1, 2)
@@ -243,7 +245,7 @@ def test_checkpoint_round_trip_and_errors(tmp_path, state, model):
 
     official = tmp_path / "24-01-04T16-39-21.pt"
     torch.save({"model": state, "args": OmegaConf.create({"model": {"params": {"n": [1, 2.0, None]}}}), "epoch": 7}, official)
-    backend = SynchformerBackend(str(official), **TINY)
+    backend = SynchformerBackend(str(official))
     assert backend.name == "synchformer:24-01-04T16-39-21"
     for key, value in backend.model.state_dict().items():  # every tensor came from the file
         torch.testing.assert_close(value, model.state_dict()[key], rtol=0, atol=0)
@@ -254,17 +256,17 @@ def test_checkpoint_round_trip_and_errors(tmp_path, state, model):
 
     bare = tmp_path / "synchformer_state_dict.pth"  # MMAudio / av-benchmark's file; here with a DDP prefix
     torch.save({f"module.{k}": v for k, v in state.items()}, bare)
-    assert SynchformerBackend(str(bare), **TINY).model.transformer.off_head.weight.equal(state["transformer.off_head.weight"])
+    assert SynchformerBackend(str(bare)).model.transformer.off_head.weight.equal(state["transformer.off_head.weight"])
 
     missing = dict(state)
     del missing["afeat_extractor.ast.encoder.layer.1.output.dense.bias"]
     torch.save(missing, tmp_path / "missing.pth")
     with pytest.raises(BackendUnavailable, match=r"missing.pth does not match.*Missing key.*--synchformer"):
-        SynchformerBackend(str(tmp_path / "missing.pth"), **TINY)
+        SynchformerBackend(str(tmp_path / "missing.pth"))
     extra = state | {"transformer.sync_head.weight": torch.zeros(2, D)}
     torch.save(extra, tmp_path / "extra.pth")
     with pytest.raises(BackendUnavailable, match=r"Unexpected key.*sync_head"):
-        SynchformerBackend(str(tmp_path / "extra.pth"), **TINY)
+        SynchformerBackend(str(tmp_path / "extra.pth"))
     with pytest.raises(RuntimeError, match="vproj.weight"):  # the loader itself is strict
         load_synchformer_av_state_dict(model, {k: v for k, v in state.items() if not k.startswith("vproj.")})
     torch.save({k: v for k, v in state.items() if k.startswith("vfeat_extractor.")}, tmp_path / "visual.pth")
@@ -319,7 +321,7 @@ class FakeContext:
 def test_desync_end_to_end_on_a_tiny_model(tmp_path, state, model, capsys):
     path = tmp_path / "tiny.pth"
     torch.save(state, path)
-    backend = SynchformerBackend(str(path), **TINY)
+    backend = SynchformerBackend(str(path))
     rng = np.random.default_rng(1)
     clips = {}
     for name, seconds, fps in (("a", 5.4, 30.0), ("b", 4.9, 25.0)):
@@ -351,3 +353,18 @@ def test_frames_at_fps_follows_the_shown_frame_rule():
     assert frames_at_fps(30, 30.0, 25.0).tolist() == [int(math.floor((k / 25 + 1e-4) * 30)) for k in range(25)]
     assert frames_at_fps(50, 25.0, 25.0).tolist() == list(range(50))
     assert SYNCHFORMER.crop_frames == 120
+
+
+def test_registry_finds_desync_and_reports_the_missing_flag(tmp_path, state):
+    from avgen.cli.compare import _select_metrics, weight_flags
+    from avgen.eval.registry import METRICS, load_builtin
+
+    load_builtin()
+    spec = METRICS["desync"]
+    assert spec.backend == "synchformer" and spec.needs_video and not spec.higher_is_better
+    assert "synchformer" in weight_flags()
+    metrics, skipped, _ = _select_metrics(["desync"])
+    assert metrics == [] and "no Synchformer weights given; fix: --synchformer" in skipped["desync"]
+    torch.save(state, tmp_path / "tiny.pth")
+    metrics, skipped, backends = _select_metrics(["desync"], weights={"synchformer": str(tmp_path / "tiny.pth")})
+    assert metrics == ["desync"] and not skipped and isinstance(backends["synchformer"], SynchformerBackend)

