@@ -299,54 +299,44 @@ def ref_offset_logits(frames, fps, audio16k, model, state):
     return torch.stack(logits)
 
 
-class FakeContext:
-    """The slice of avgen's ScoreContext the desync metric uses."""
-
-    def __init__(self, backend, clips):
-        self.backend, self.clips, self.ids = backend, clips, list(clips)
-        self.cache: dict = {}
-
-    def video(self, sample_id):
-        clip = self.clips[sample_id]
-        return None if clip["video"] is None else (clip["video"], clip["fps"])
-
-    def audio(self, which, sample_id):
-        assert which == "generated"
-        return torch.from_numpy(self.clips[sample_id]["audio"]), 16000
-
-    def cached(self, which, key, ids, compute):
-        return {i: self.cache.setdefault((which, key, i), compute(i)) for i in ids}
-
-
 def test_desync_end_to_end_on_a_tiny_model(tmp_path, state, model, capsys):
-    path = tmp_path / "tiny.pth"
-    torch.save(state, path)
-    backend = SynchformerBackend(str(path))
-    rng = np.random.default_rng(1)
-    clips = {}
-    for name, seconds, fps in (("a", 5.4, 30.0), ("b", 4.9, 25.0)):
-        frames = rng.integers(0, 256, size=(int(seconds * fps), 20, 28, 3), dtype=np.uint8)
-        audio = rng.normal(scale=0.1, size=int(seconds * 16000)) + 0.05  # a DC offset, kept as av-benchmark keeps it
-        clips[name] = dict(video=frames, fps=fps, audio=audio)
-    clips["no_video"] = dict(video=None, fps=25.0, audio=np.zeros(16000 * 5))
-    clips["short"] = dict(video=rng.integers(0, 256, size=(100, 20, 28, 3), dtype=np.uint8), fps=25.0,
-                          audio=rng.normal(size=16000 * 4))
+    from avgen.data.media import write_mp4, write_wav
+    from avgen.eval.registry import ScoreContext
 
-    ctx = FakeContext(backend, clips)
+    torch.save(state, tmp_path / "tiny.pth")
+    backend = SynchformerBackend(str(tmp_path / "tiny.pth"))
+    rng = np.random.default_rng(1)
+    generated, videos = {}, {}
+    for name, seconds, fps in (("a", 5.4, 30.0), ("b", 4.9, 25.0), ("short", 4.0, 25.0), ("no_video", 5.0, 25.0)):
+        audio = rng.normal(scale=0.1, size=int(seconds * 16000)) + 0.05  # a DC offset, kept as av-benchmark keeps it
+        generated[name] = write_wav(tmp_path / f"{name}.wav", audio, 16000)
+        if name != "no_video":
+            frames = torch.from_numpy(rng.random((int(seconds * fps), 3, 20, 28), dtype=np.float32))
+            videos[name] = write_mp4(tmp_path / f"{name}.mp4", frames, fps)
+    ctx = ScoreContext(ids=list(generated), samples={}, generated=generated, reference={}, cache_dir=tmp_path / "model",
+                       reference_cache_dir=tmp_path / "reference", videos=videos, backend=backend)
+
     score = score_desync(ctx)
-    cached = {i: logits for (_, _, i), logits in ctx.cache.items()}
+    cache = tmp_path / "model" / "embeddings" / f"{backend.name}-offset_logits.npz"
+    cached = dict(np.load(cache))
     assert sorted(cached) == ["a", "b", "no_video", "short"] and cached["short"].shape == cached["no_video"].shape == (0, 21)
     assert "skipped 2 clip(s) without a video or shorter than 4.8 s" in capsys.readouterr().err
 
-    expected_a = ref_offset_logits(clips["a"]["video"], 30.0, clips["a"]["audio"], model, state)
+    frames, fps = ctx.video("a")
+    audio, rate = ctx.audio("generated", "a")
+    assert rate == 16000 and fps == pytest.approx(30.0)
+    expected_a = ref_offset_logits(frames, fps, audio.double().numpy(), model, state)
     torch.testing.assert_close(torch.from_numpy(cached["a"]), expected_a.float(), rtol=1e-3, atol=1e-4)
     assert cached["a"].shape == (2, 21) and not np.allclose(cached["a"][0], cached["a"][1])  # 5.4 s: two crops
-    np.testing.assert_array_equal(cached["b"], backend.offset_logits(clips["b"]["video"], 25.0, clips["b"]["audio"], 16000))
 
     grid = np.linspace(-2, 2, 21)  # logits -> offsets -> DeSync, by hand
     offsets = [abs(grid[int(np.argmax(row))]) for name in ("a", "b") for row in cached[name]]
     assert len(offsets) == 4 and score == pytest.approx(float(np.mean(offsets)))
-    assert math.isnan(score_desync(FakeContext(backend, {"no_video": clips["no_video"]})))
+
+    backend.offset_logits = None  # a rerun reads the cache and computes nothing
+    assert score_desync(ctx) == score
+    ctx.ids = ["no_video"]
+    assert math.isnan(score_desync(ctx))
 
 
 def test_frames_at_fps_follows_the_shown_frame_rule():
