@@ -5,7 +5,8 @@ one run (ratios are the point; the machine may be shared, so every ratio is form
 timed in the same loop, the fastest of ``--repeats`` calls):
 
 * forward and training step (preprocess + forward + backward + AdamW): fp32, bf16 autocast and
-  ``torch.compile``d blocks (``avgen.nn.blocks.compile_blocks``; fp32);
+  ``torch.compile``d blocks (``avgen.nn.blocks.compile_blocks``; fp32); the sampling step also compiled
+  whole (one graph per step, as ``compile: true`` sampling does);
 * sampling: seconds of compute per generated second of audio (25 Euler steps, batched CFG);
 * aten calls per forward (a ``TorchDispatchMode`` counter);
 * achieved GFLOP/s of the training step (FLOPs from ``torch.utils.flop_counter``) as a fraction of
@@ -17,6 +18,7 @@ timed in the same loop, the fastest of ``--repeats`` calls):
 
     python bench/bench_speed.py [--quick] [--threads 2] [--repeats 5] [--compile inductor|aot_eager|none]
         [--compile-families foleygenex,audiogen_omni,omnisonic] [--before 001d644] [--families ...]
+        [--paper-depth --forward-only]
 """
 
 from __future__ import annotations
@@ -42,6 +44,12 @@ from _timing import timed  # bench/ is on sys.path when a script runs
 REPO = Path(__file__).resolve().parents[1]
 BEFORE_REV = "001d644db3eaa633200a3e826ab26d9d9ffbf5b5"  # main before issue 15 (the speed branch's base)
 SAMPLE_STEPS = 25
+CLOCK = time.perf_counter  # --cpu-time: time.process_time
+
+
+def clocked(fn: Callable[[], Any], warmup: int, repeats: int) -> float:
+    """Fastest of ``repeats`` calls on the bench's clock (wall, or this process's CPU seconds)."""
+    return timed(fn, warmup, repeats, "min", clock=CLOCK)
 
 
 # ----------------------------------------------------------------------------- the tree before issue 15
@@ -95,8 +103,8 @@ def ceilings(threads: int, repeats: int) -> dict[str, float]:
         a, b = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
         x, w = torch.randn(1, k, m, dtype=dtype), torch.randn(n, k, 1, dtype=dtype)
         name = "fp32" if dtype == torch.float32 else "bf16"
-        out[f"matmul_{name}"] = work / timed(lambda: torch.nn.functional.linear(a, b), 2, repeats, "min") / 1e9
-        out[f"conv1d_{name}"] = work / timed(lambda: torch.nn.functional.conv1d(x, w), 2, repeats, "min") / 1e9
+        out[f"matmul_{name}"] = work / clocked(lambda: torch.nn.functional.linear(a, b), 2, repeats) / 1e9
+        out[f"conv1d_{name}"] = work / clocked(lambda: torch.nn.functional.conv1d(x, w), 2, repeats) / 1e9
     return out
 
 
@@ -108,10 +116,12 @@ def perturb(net: torch.nn.Module) -> None:
             p.add_(0.02 * torch.randn(p.shape, generator=g))
 
 
-def foleygenex(pkg: str, quick: bool) -> dict[str, Any]:
-    """MMAudio small_16k width (hidden 448, 7 heads) at half depth (2 joint + 4 single), 8 s = 250 latents."""
+def foleygenex(pkg: str, quick: bool, paper_depth: bool = False) -> dict[str, Any]:
+    """MMAudio small_16k width (hidden 448, 7 heads) at half depth (2 joint + 4 single; ``paper_depth``: 4 + 8,
+    MMAudio-S itself), 8 s = 250 latents."""
     module = importlib.import_module(f"{pkg}.models.foleygenex.network")
-    dims = dict(hidden_dim=448, num_heads=7, num_joint_blocks=1 if quick else 2, num_single_blocks=1 if quick else 4)
+    joint, single = (4, 8) if paper_depth else ((1, 1) if quick else (2, 4))
+    dims = dict(hidden_dim=448, num_heads=7, num_joint_blocks=joint, num_single_blocks=single)
     net = module.FoleyGenExNetwork(latent_channels=20, semantic_dim=1024, sync_dim=768, text_dim=1024, text_length=77,
                                    **dims)
     frames, seconds = (125, 4.0) if quick else (250, 8.0)
@@ -127,10 +137,12 @@ def foleygenex(pkg: str, quick: bool) -> dict[str, Any]:
                 shape=lambda b: (b, frames, 20), name=f"FoleyGenEx (448 / {dims['num_joint_blocks']}+{dims['num_single_blocks']})")
 
 
-def audiogen_omni(pkg: str, quick: bool) -> dict[str, Any]:
-    """AudioGen-Omni at hidden 512 / 8 heads, 2 joint + 4 single blocks; 8 s = 345 latents at 43 Hz."""
+def audiogen_omni(pkg: str, quick: bool, paper_depth: bool = False) -> dict[str, Any]:
+    """AudioGen-Omni at hidden 512 / 8 heads (paper: 1024 / 16), 2 joint + 4 single blocks (``paper_depth``:
+    8 + 16 as the paper); 8 s = 345 latents at 43 Hz."""
     module = importlib.import_module(f"{pkg}.models.audiogen_omni.network")
-    dims = dict(hidden_dim=512, num_heads=8, num_joint_blocks=1 if quick else 2, num_single_blocks=1 if quick else 4)
+    joint, single = (8, 16) if paper_depth else ((1, 1) if quick else (2, 4))
+    dims = dict(hidden_dim=512, num_heads=8, num_joint_blocks=joint, num_single_blocks=single)
     net = module.AudioGenOmniNetwork(latent_channels=40, semantic_dim=1280, sync_dim=768, caption_dim=768,
                                      lyrics_vocab_size=6681, lyrics_dim=256, lyrics_blocks=2, **dims)
     seconds = 4.0 if quick else 8.0
@@ -155,10 +167,11 @@ def audiogen_omni(pkg: str, quick: bool) -> dict[str, Any]:
                 shape=lambda b: (b, frames, 40), name=f"AudioGen-Omni (512 / {dims['num_joint_blocks']}+{dims['num_single_blocks']})")
 
 
-def omnisonic(pkg: str, quick: bool) -> dict[str, Any]:
-    """OmniSonic TriAttn-DiT at hidden 384 / 6 heads / 4 blocks on AudioLDM's 8 x 200 x 16 map (8 s)."""
+def omnisonic(pkg: str, quick: bool, paper_depth: bool = False) -> dict[str, Any]:
+    """OmniSonic TriAttn-DiT at hidden 384 / 6 heads (paper: 1152 / 16) / 4 blocks (``paper_depth``: 28 as the
+    paper) on AudioLDM's 8 x 200 x 16 map (8 s)."""
     module = importlib.import_module(f"{pkg}.models.omnisonic.network")
-    depth = 2 if quick else 4
+    depth = 28 if paper_depth else (2 if quick else 4)
     net = module.OmniSonicNetwork(latent_channels=8, frequency_bins=16, env_dim=1024, speech_dim=768, visual_dim=512,
                                   hidden_dim=384, depth=depth, num_heads=6)
     seconds = 4.0 if quick else 8.0
@@ -203,6 +216,10 @@ class Runner:
             self.cfg = concat_conditions([spec["conditions"](1, True), spec["conditions"](1, False)])
         self.x_cfg, self.t_cfg = torch.randn(spec["shape"](2), generator=g), torch.full((2,), 0.5)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=1e-6)
+        if not old_recipe:  # today's recipe: the fused AdamW kernel (FlowMatchingModule.configure_optimizers)
+            from avgen.training import fastest_adam
+
+            self.optimizer = fastest_adam(self.optimizer)
 
     def forward(self, bf16: bool = False):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -226,16 +243,19 @@ class Runner:
 
 
 def measure(
-    runs: dict[str, Runner], repeats: int, fp32_only: bool = False, count_aten: bool | None = None
+    runs: dict[str, Runner], repeats: int, fp32_only: bool = False, count_aten: bool | None = None,
+    forward_only: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Every metric for every runner, interleaved metric by metric (same load for the numbers of a ratio).
 
-    ``fp32_only`` leaves the bf16 metrics NaN (on CPUs without bf16 instructions they take most of a run).
+    ``fp32_only`` leaves the bf16 metrics NaN (on CPUs without bf16 instructions they take most of a run);
+    ``forward_only`` the sampling-step and training metrics.
     """
     count_aten = not fp32_only if count_aten is None else count_aten
     out: dict[str, dict[str, float]] = {name: {} for name in runs}
     for name, run in runs.items():
         run.net.eval()
+        run.forward()  # warm: RoPE caches filled, as at every later call
         out[name]["aten_fwd"] = aten_calls(run.forward) if count_aten else float("nan")
     for metric, fn in (
         ("fwd_fp32", lambda r: r.forward()),
@@ -244,17 +264,17 @@ def measure(
         ("step_bf16", lambda r: r.sample_step(True)),
     ):
         for name, run in runs.items():
-            if fp32_only and metric.endswith("bf16"):
+            if (fp32_only and metric.endswith("bf16")) or (forward_only and metric.startswith("step")):
                 out[name][metric] = float("nan")
                 continue
-            out[name][metric] = timed(lambda: fn(run), 1, repeats, "min")
+            out[name][metric] = clocked(lambda: fn(run), 1, repeats)
     for metric, bf16 in (("train_fp32", False), ("train_bf16", True)):
         for name, run in runs.items():
-            if fp32_only and bf16:
+            if (fp32_only and bf16) or forward_only:
                 out[name][metric] = float("nan")
                 continue
             run.net.train()
-            out[name][metric] = timed(lambda: run.train_step(bf16), 1, repeats, "min")
+            out[name][metric] = clocked(lambda: run.train_step(bf16), 1, repeats)
             run.net.eval()
     return out
 
@@ -262,6 +282,10 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1+1 blocks, 4-s clips (a smoke run)")
+    parser.add_argument("--paper-depth", action="store_true",
+                        help="the papers' depths (FoleyGenEx 4+8, AudioGen-Omni 8+16, OmniSonic 28) at the bench widths")
+    parser.add_argument("--forward-only", action="store_true",
+                        help="only the forward columns (sampling step and training NaN): for --paper-depth rows")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2, help="training / forward batch (sampling: 1 clip, 2 CFG branches)")
@@ -274,10 +298,16 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="only the ceilings and a torch.profiler breakdown of one FoleyGenEx forward, fp32 vs bf16")
     parser.add_argument("--before", default=BEFORE_REV, help="git revision of the tree before issue 15; 'none' skips")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by this process's CPU seconds with 1 thread (robust to other processes on a shared CPU)")
     args = parser.parse_args()
+    if args.cpu_time:
+        global CLOCK
+        CLOCK, args.threads = time.process_time, 1
     torch.set_num_threads(args.threads)
     repeats = args.repeats
-    print(f"torch {torch.__version__}, {args.threads} threads; fastest of {repeats} calls; ratios from one run")
+    clock = "CPU seconds of this process" if args.cpu_time else "wall seconds"
+    print(f"torch {torch.__version__}, {args.threads} threads; fastest of {repeats} calls ({clock}); ratios from one run")
 
     ceiling = ceilings(args.threads, repeats)
     print("ceiling GFLOP/s: " + ", ".join(f"{k} {v:.1f}" for k, v in ceiling.items()))
@@ -294,21 +324,21 @@ def main() -> None:
     specs = {}
     for family in args.families.split(","):
         torch.manual_seed(0)
-        after = FAMILIES[family]("avgen", args.quick)
+        after = FAMILIES[family]("avgen", args.quick, args.paper_depth)
         perturb(after["net"])
         specs[family] = after
         runs = {"after": Runner(after, old_recipe=False, batch=args.batch)}
         if before_pkg is not None:
-            before = FAMILIES[family](before_pkg, args.quick)
+            before = FAMILIES[family](before_pkg, args.quick, args.paper_depth)
             before["net"].load_state_dict(after["net"].state_dict())  # same weights, same keys
             runs["before"] = Runner(before, old_recipe=True, batch=args.batch)
             with torch.no_grad():
                 diff = (runs["after"].forward() - runs["before"].forward()).abs().max().item()
             print(f"{after['name']}: |after - before| forward = {diff:.2e}", flush=True)
-        result = measure(runs, repeats, fp32_only=args.fp32_only, count_aten=True)
+        result = measure(runs, repeats, fp32_only=args.fp32_only, count_aten=True, forward_only=args.forward_only)
         run = runs["after"]
         run.net.train()
-        train_flops = flops(lambda: run.train_step(step=False))
+        train_flops = float("nan") if args.forward_only else flops(lambda: run.train_step(step=False))
         params = sum(p.numel() for p in after["net"].parameters()) / 1e6
         rows.append((after, params, train_flops, result))
         print_tables(rows, peak)  # after every family: a long run that is cut short still reports
@@ -321,6 +351,9 @@ def main() -> None:
             compile_blocks(compiled["net"], backend=args.compile)
             runs = {"eager": Runner(after, old_recipe=False, batch=args.batch),
                     "compiled": Runner(compiled, old_recipe=False, batch=args.batch)}
+            eager = runs["eager"]
+            for field in ("x", "x1", "t", "cond", "cfg", "x_cfg", "t_cfg"):  # the same inputs: outputs comparable
+                setattr(runs["compiled"], field, getattr(eager, field))
             start = time.perf_counter()
             runs["compiled"].forward(), runs["compiled"].sample_step()
             compiled["net"].train()
@@ -335,6 +368,25 @@ def main() -> None:
                   f"sampling step {r['compiled']['step_fp32'] / r['eager']['step_fp32']:.2f}, "
                   f"training step {r['compiled']['train_fp32'] / r['eager']['train_fp32']:.2f} "
                   f"(eager {1000 * r['eager']['train_fp32']:.0f} ms, compiled {1000 * r['compiled']['train_fp32']:.0f} ms)",
+                  flush=True)
+            # sampling as FlowMatchingModule.step_function compiles it: the whole per-step function, one graph
+            whole = copy.deepcopy(after["net"]).eval()
+            step = torch.compile(lambda x, t: whole.predict_velocity(x, t, eager.cfg, None), backend=args.compile)
+            start = time.perf_counter()
+            with torch.no_grad():
+                got = step(eager.x_cfg, eager.t_cfg)
+                seconds = time.perf_counter() - start
+                diff = (got - eager.sample_step()).abs().max().item()
+            print(f"  whole sampling step compiled in {seconds:.0f} s, |compiled - eager| = {diff:.2e}", flush=True)
+            times = {"eager": [], "blocks": [], "whole": []}
+            for _ in range(repeats):  # interleaved: the same load for the three
+                for name, fn in (("eager", eager.sample_step), ("blocks", runs["compiled"].sample_step),
+                                 ("whole", lambda: step(eager.x_cfg, eager.t_cfg))):
+                    with torch.no_grad():
+                        times[name].append(clocked(fn, 0, 1))
+            best = {name: min(values) for name, values in times.items()}
+            print(f"  fp32 sampling step / eager: compiled blocks {best['blocks'] / best['eager']:.2f}, "
+                  f"compiled whole step {best['whole'] / best['eager']:.2f} (eager {1000 * best['eager']:.0f} ms)",
                   flush=True)
 
 

@@ -1,5 +1,6 @@
 """Harmony end to end: the tiny config fits in-process (shared session fixture ``harmony_fit``), one
-console-script ``avgen generate`` writes ``<id>.mp4`` (audio muxed in) and ``<id>.wav``; the paper config's
+console-script ``avgen generate`` writes ``<id>.mp4`` (audio muxed in) and ``<id>.wav``; ``avgen compare`` scores the
+generated videos (CLIP / ID); the paper config's
 parameter count and FSDP strategy."""
 
 from __future__ import annotations
@@ -79,3 +80,49 @@ def test_paper_config_counts_the_spec_parameters_and_shards_with_fsdp(capsys):
     inner = {id(b) for d in network.modules() if isinstance(d, DualStreamWanBlock) for b in d.modules() if b is not d}
     assert inner and not inner & {id(m) for m in wrapped}
     assert sum(isinstance(m, GLDILayer) for m in wrapped) == len(network.gldi)
+
+
+def test_compare_scores_the_generated_video(harmony_fit, tmp_path):
+    """`avgen compare` on a joint model: its own videos are cached as mp4 and Harmony's CLIP / ID are scored on them
+    (checked against the same back-end applied to the cached frames, numpy cosines)."""
+    import json
+
+    import open_clip
+
+    from avgen.cli.compare import compare
+    from avgen.eval.registry import read_video_frames
+    from avgen.eval.video import MAX_SCORED_FRAMES, ClipImageTextBackend
+
+    _, ckpt = harmony_fit
+    config_dir = tmp_path / "clip"
+    config_dir.mkdir()
+    tiny = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+    (config_dir / "harmony-test-clip.json").write_text(json.dumps(tiny))
+    open_clip.add_model_config(config_dir)
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("harmony-test-clip", pretrained=None).state_dict(), tmp_path / "clip.pt")
+
+    out = tmp_path / "cmp"
+    overrides = ["init_args.duration=0.5", "init_args.predict_size=2", "init_args.batch_size=2"]
+    result = compare(["--checkpoints", str(ckpt), "--data", HARMONY_TINY, *sum((["--data_override", o] for o in overrides), []),
+                      "--output_dir", str(out), "--names", "harmony", "--options", "all:num_steps=2", "--metrics", "clip_video", "identity",
+                      "--clip_video", f"harmony-test-clip:{tmp_path / 'clip.pt'}"])
+    row = result["rows"][0]
+    videos = sorted((out / "models" / "harmony" / "video").glob("*.mp4"))
+    assert len(videos) == 2 and row["clips"] == 2, result["not_comparable"]
+    backend = ClipImageTextBackend("harmony-test-clip", str(tmp_path / "clip.pt"))
+    samples = json.loads((out / "reference" / "samples.json").read_text())
+    clip, identity = [], []
+    for video in videos:
+        frames = read_video_frames(video)[0]
+        assert len(frames) <= MAX_SCORED_FRAMES
+        emb = backend.embed_images(torch.from_numpy(frames).permute(0, 3, 1, 2)).double().numpy()
+        prompt = samples[video.stem]["video_caption"] or samples[video.stem]["caption"]
+        if prompt:  # a speech sample has no prompt: not in the CLIP mean
+            clip.append((emb @ backend.embed_text([prompt])[0].double().numpy()).mean())
+        first = read_video_frames(out / "reference" / "video" / video.name)[0][:1]
+        image = backend.embed_images(torch.from_numpy(first).permute(0, 3, 1, 2))[0].double().numpy()
+        identity.append((emb @ image).mean())
+    assert clip and row["clip_video"] == pytest.approx(float(np.mean(clip)), abs=1e-5)
+    assert row["identity"] == pytest.approx(float(np.mean(identity)), abs=1e-5)

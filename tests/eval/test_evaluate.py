@@ -51,10 +51,11 @@ def test_evaluate_scores_a_folder_of_wavs_and_mp4s(tmp_path):
     for sample_id in ids[:2]:
         x = truth[sample_id]
         sf.write(str(late / f"{sample_id}.wav"), np.concatenate([np.zeros(4800, np.float32), x])[: x.size], 16000)
+    (late / f"{ids[2]}.mp4").write_bytes(b"not a video")  # unreadable: that sample is skipped and named, not a crash
     other = evaluate(["--generated", str(late), "--reference", str(config), "--metrics", "fd_melstats", "onset_ap"])
     assert other["row"]["clips"] == 2 and other["row"]["fd_melstats"] > row["fd_melstats"]
     assert other["row"]["onset_ap"] < 0.5
-    assert ids[2] in other["not_comparable"][0]
+    assert ids[2] in other["not_comparable"][0] and "cannot be read" in other["not_comparable"][0]
     with pytest.raises(CompareError, match="not a folder"):
         evaluate(["--generated", str(tmp_path / "none"), "--reference", str(config)])
 
@@ -73,7 +74,7 @@ def test_a_cache_of_other_data_is_cleared(tmp_path):
                        "--data_override", "init_args.seed=5", "--data_override", "init_args.predict_size=2"])
     samples = json.loads((generated / "evaluation" / "reference" / "samples.json").read_text())
     assert len(second["ids"]) == 2 and sorted(samples) == sorted(second["ids"]) != sorted(first["ids"])
-    assert second["row"]["clips"] == 0 and "2 of 2 samples have no file" in second["not_comparable"][0]
+    assert second["row"]["clips"] == 0 and "2 of 2 samples have no readable file" in second["not_comparable"][0]
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

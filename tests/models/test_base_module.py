@@ -208,7 +208,9 @@ def test_optimizer_covers_exactly_the_trainable_network():
     assert optimized == {id(p) for p in model.network.parameters()}
     group = config["optimizer"].param_groups[0]
     assert group["betas"] == (0.9, 0.95) and group["weight_decay"] == 1e-6
+    assert group["fused"] is True  # avgen.training.fastest_adam (tests/training/test_optimizers.py)
     assert config["lr_scheduler"]["interval"] == "step"
+    assert config["lr_scheduler"]["scheduler"].optimizer is config["optimizer"]
 
 
 def test_linear_warmup_schedule():

@@ -5,7 +5,7 @@
 * no mask (None) equals an all-valid mask for FoleyGenEx, AudioGen-Omni and OmniSonic, and the
   shared recipe passes None exactly when every frame is valid;
 * ``gradient_checkpointing`` gives the same gradients; ``compile: true`` compiles the declared
-  blocks of the network and its EMA copy in ``configure_model``.
+  blocks of the network and its EMA copy in ``configure_model`` and sampling's whole per-step function once.
 """
 
 from __future__ import annotations
@@ -129,8 +129,13 @@ def test_recipe_passes_no_mask_exactly_when_every_frame_is_valid():
     assert seen == [None]
 
 
-def test_compile_flag_compiles_the_declared_blocks_of_network_and_ema_once():
-    model = tiny_model(compile=True, compile_backend="aot_eager", ema_decay=0.9)
+def test_compile_flag_compiles_the_blocks_for_training_and_the_whole_sampling_step_once():
+    """``compile: true``: the declared blocks of network and EMA are compiled in ``configure_model`` (training);
+    sampling traces ONE graph (no break on the condition dataclass; the compiled blocks inlined) for all 25
+    guided Euler steps and the next sample of the same shape, equal to eager (aot_eager: traced graph, no codegen)."""
+    from torch._dynamo.utils import counters
+
+    model = tiny_model(compile=True, compile_backend="aot_eager", ema_decay=0.9).eval()
     assert model.hparams["compile"] is True
     model.configure_model()
     model.configure_model()  # Lightning calls it in every fit / validate / predict
@@ -140,6 +145,23 @@ def test_compile_flag_compiles_the_declared_blocks_of_network_and_ema_once():
     plain = tiny_model()
     plain.configure_model()
     assert all(b._compiled_call_impl is None for b in declared_blocks(plain.network))
+
+    perturb(model.ema_network.module)  # sampling uses the EMA network
+    batch = synthetic_batch(num=1)  # every frame valid: no mask
+    model.compile_network = False
+    with torch.no_grad():
+        expected = model.sample_latents(batch, num_steps=25, seed=3)[0]
+    model.compile_network = True
+    torch._dynamo.reset()
+    counters.clear()
+    with torch.no_grad():
+        got = model.sample_latents(batch, num_steps=25, seed=3)[0]
+        assert counters["stats"]["unique_graphs"] == 1 and counters["frames"]["ok"] == 1
+        assert not counters["graph_break"] and counters["stats"]["calls_captured"] > 200  # the whole network
+        model.sample_latents(batch, num_steps=25, seed=4)  # another sample: no new trace
+    assert counters["stats"]["unique_graphs"] == 1 and counters["frames"]["total"] == 1
+    assert_matches(got, expected)
+    assert expected.abs().max() > 0.1  # a live comparison
 
 
 def test_block_fsdp_strategy_policy_wraps_the_blocks_of_network_and_ema():

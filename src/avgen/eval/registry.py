@@ -74,6 +74,9 @@ METRICS: dict[str, MetricSpec] = {}
 BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.scores",
     "avgen.eval.video",
+    "avgen.eval.syncnet",
+    "avgen.eval.vggish",
+    "avgen.eval.crepe",
     "avgen.eval.synchformer",
 )
 

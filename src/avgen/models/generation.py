@@ -26,7 +26,8 @@ from torch import Tensor
 
 from avgen.data.batch import AVBatch
 
-__all__ = ["SamplingOptions", "GenerationInputs", "GenerationRequest", "Task", "GenerationInterface", "resolve_options"]
+__all__ = ["SamplingOptions", "GenerationInputs", "GenerationRequest", "Task", "GenerationInterface", "resolve_options",
+           "with_texts"]
 
 
 @dataclass
@@ -91,6 +92,18 @@ class GenerationInputs:
 
     def given(self, name: str) -> bool:
         return getattr(self, name) is not None
+
+
+def with_texts(batch: AVBatch, texts: dict[str, str | None]) -> AVBatch:
+    """``batch`` with every sample's text field ``name`` (caption, transcript, lyrics, video_caption) set to
+    ``texts[name]`` and its presence flag to whether it is non-empty; ``None`` leaves a field as it is."""
+    size = len(batch)
+    changes: dict[str, Any] = {}
+    for name, text in texts.items():
+        if text is not None:
+            changes[name] = [text] * size
+            changes[f"has_{name}"] = torch.full((size,), bool(text), dtype=torch.bool)
+    return dataclasses.replace(batch, **changes) if changes else batch
 
 
 @dataclass

@@ -5,10 +5,11 @@ from avgen.training.checkpointing import AtomicCheckpointIO, ResumableCheckpoint
 from avgen.training.ema import EMANetwork
 from avgen.training.fsdp import BlockFSDPStrategy
 from avgen.training.inverse_lr import InverseLR
+from avgen.training.optimizers import fastest_adam
 from avgen.training.progress import LogProgress
 from avgen.training.schedules import LinearWarmupLR, WarmupStepLR
 
 __all__ = [
     "AtomicCheckpointIO", "BlockFSDPStrategy", "EMANetwork", "GeneratedMediaLogger", "InverseLR", "LinearWarmupLR", "LogProgress",
-    "OracleMetrics", "ResumableCheckpoints", "WarmupStepLR", "find_last_checkpoint",
+    "OracleMetrics", "ResumableCheckpoints", "WarmupStepLR", "fastest_adam", "find_last_checkpoint",
 ]

@@ -106,6 +106,13 @@ class AudioGenOmniConditions:
     sync: Tensor
     pooled: Tensor
 
+    def __post_init__(self) -> None:
+        # The CLIP key mask attention takes: None when every frame is valid (the usual case: the unmasked
+        # path). Decided here, once per sample, not per step: a data-dependent branch inside
+        # predict_velocity would break the compiled sampling step's graph.
+        valid = self.clip_mask.device.type != "meta" and bool(self.clip_mask.all())
+        self.clip_keys = None if valid else self.clip_mask
+
     @property
     def latent_length(self) -> int:
         return self.sync.shape[1]
@@ -399,8 +406,7 @@ class AudioGenOmniNetwork(nn.Module):
             lyric_keys = conditions.lyrics_mask if latent_mask is None else latent_mask & conditions.lyrics_mask
         else:
             lyric_keys = latent_mask
-        # every CLIP frame valid (the usual case): no key mask, so attention takes its unmasked path
-        clip_keys = None if bool(conditions.clip_mask.all()) else conditions.clip_mask
+        clip_keys = conditions.clip_keys  # None when every CLIP frame is valid: the unmasked attention path
         ckpt = self.gradient_checkpointing and self.training
 
         for block in self.joint_blocks:

@@ -21,14 +21,12 @@ rows with a caption. ``avgen generate --task T`` with ``--caption`` / ``--transc
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from avgen.data.batch import AVBatch
-from avgen.models.generation import GenerationInputs, GenerationInterface, SamplingOptions, Task
+from avgen.models.generation import GenerationInputs, GenerationInterface, SamplingOptions, Task, with_texts
 
 __all__ = ["TASKS", "TASK_CONDITIONS", "AudioGenOmniGeneration", "AudioGenOmniSampling", "TaskConditions"]
 
@@ -116,11 +114,4 @@ class AudioGenOmniGeneration(GenerationInterface):
 
     def prepare_batch(self, batch: AVBatch, options: AudioGenOmniSampling, inputs: GenerationInputs,  # type: ignore[override]
                       reference: Tensor | None) -> AVBatch:
-        size = len(batch)
-        changes = {}
-        for name in ("caption", "transcript", "lyrics"):
-            text = getattr(inputs, name)
-            if text is not None:
-                changes[name] = [text] * size
-                changes[f"has_{name}"] = torch.full((size,), bool(text), dtype=torch.bool)
-        return dataclasses.replace(batch, **changes) if changes else batch
+        return with_texts(batch, {"caption": inputs.caption, "transcript": inputs.transcript, "lyrics": inputs.lyrics})

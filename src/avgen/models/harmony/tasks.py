@@ -22,14 +22,12 @@ entries with audio and video); ``--caption`` (audio caption), ``--transcript``, 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from avgen.data.batch import AVBatch
-from avgen.models.generation import GenerationInputs, GenerationInterface, SamplingOptions, Task
+from avgen.models.generation import GenerationInputs, GenerationInterface, SamplingOptions, Task, with_texts
 from avgen.models.harmony.sync_cfg import GUIDANCE_MODES
 
 __all__ = ["TASKS", "HarmonyGeneration", "HarmonySampling"]
@@ -102,14 +100,5 @@ class HarmonyGeneration(GenerationInterface):
     def prepare_batch(self, batch: AVBatch, options: HarmonySampling, inputs: GenerationInputs,  # type: ignore[override]
                       reference: Tensor | None) -> AVBatch:
         batch = super().prepare_batch(batch, options, inputs, reference)
-        size = len(batch)
-        changes = {}
-        for name in ("caption", "transcript"):
-            text = getattr(inputs, name)
-            if text is not None:
-                changes[name] = [text] * size
-                changes[f"has_{name}"] = torch.full((size,), bool(text), dtype=torch.bool)
-        if options.video_prompt is not None:
-            changes["video_caption"] = [options.video_prompt] * size
-            changes["has_video_caption"] = torch.full((size,), bool(options.video_prompt), dtype=torch.bool)
-        return dataclasses.replace(batch, **changes) if changes else batch
+        return with_texts(batch, {"caption": inputs.caption, "transcript": inputs.transcript,
+                                  "video_caption": options.video_prompt})
