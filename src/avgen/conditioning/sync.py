@@ -257,9 +257,11 @@ _AGG_RENAMES = {
 _UNUSED_PREFIXES = ("patch_embed.proj.", "head.", "pre_logits.", "head_drop.")
 
 
-def synchformer_to_avgen_key(key: str) -> str:
-    """Map a MotionFormer key (without the ``vfeat_extractor.`` prefix) to a SyncEncoder key."""
-    prefix = "spatial_attn_agg."
+def synchformer_to_avgen_key(key: str, prefix: str = "spatial_attn_agg.") -> str:
+    """Map a MotionFormer key (without the ``vfeat_extractor.`` prefix) to a SyncEncoder key.
+
+    ``prefix`` names the aggregator module: Synchformer's audio branch pools frequencies with the same
+    layer under ``freq_attn_agg.`` (:mod:`avgen.eval.synchformer`)."""
     if key.startswith(prefix) and key[len(prefix) :] in _AGG_RENAMES:
         return prefix + _AGG_RENAMES[key[len(prefix) :]]
     return key  # tubelet embed, CLS / position embeddings, blocks and norm share the official names

@@ -16,6 +16,9 @@ own ``sample_rate`` (it resamples); a classifier back-end also gives ``logits`` 
 * :class:`avgen.eval.whisper.WhisperBackend` (``whisper``): Whisper ASR for WER / CER (and PER,
   :mod:`avgen.eval.phonemes`, with the offline CMU dictionary G2P).
 * :class:`avgen.eval.speaker.ResemblyzerBackend` (``resemblyzer``): the GE2E speaker encoder for SECS.
+* :class:`avgen.eval.synchformer.SynchformerBackend` (``synchformer``): the audio-visual Synchformer
+  offset classifier for DeSync (an own implementation loading ``synchformer_state_dict.pth`` or the
+  ``24-01-04T16-39-21.pt`` checkpoint).
 * back-ends are built by name through :mod:`avgen.eval.registry` (each module registers its own,
   with the ``--<name>`` flag that gives its weights).
 * :data:`UNAVAILABLE`: the papers' back-ends avgen cannot run yet, each with the reason;
@@ -151,10 +154,6 @@ class UnavailableBackend:
 
 
 UNAVAILABLE: dict[str, UnavailableBackend] = {
-    "synchformer_av": UnavailableBackend(
-        "Synchformer audio-visual offset classifier (24-01-04T16-39-21)", ("desync",), None,
-        "none in this version (the protocol is avgen.eval.desync; the network still needs an avgen implementation)",
-        "avgen has no Synchformer network (MotionFormer + AST + offset transformer) and compare has no generated video"),
 }
 
 

@@ -12,9 +12,9 @@ The protocol part, which needs no weights (MMAudio's av-benchmark, ``evaluate.py
   offset is the class of the largest logit, and DeSync is the mean |offset| over both crops of all
   clips (lower is better; the generated audio should be at offset 0).
 
-:class:`DeSync` is the DDP-synchronised reduction over offset logits. The Synchformer network itself
-(MotionFormer video branch, AST audio branch, a 3-layer global transformer: ~ 900 lines of model
-code) is not part of avgen yet; the back-end registry reports ``desync`` as skipped with the fix.
+:class:`DeSync` is the DDP-synchronised reduction over offset logits. The network (MotionFormer video
+branch, AST audio branch, the 3-layer global transformer with the 21-class offset head) and the
+``desync`` metric are :mod:`avgen.eval.synchformer` (``--synchformer <checkpoint>``).
 """
 
 from __future__ import annotations

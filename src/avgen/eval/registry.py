@@ -79,6 +79,7 @@ BUILTIN_METRIC_MODULES: tuple[str, ...] = (
     "avgen.eval.phonemes",
     "avgen.eval.speaker",
     "avgen.eval.syncnet",
+    "avgen.eval.synchformer",
     "avgen.eval.imagebind",
     "avgen.eval.video",
 )
