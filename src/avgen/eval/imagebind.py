@@ -81,7 +81,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from avgen.data.media import resample
-from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
+from avgen.eval.backends import BackendUnavailable, EmbeddingBackend, load_weights_file
 from avgen.eval.kaldi import kaldi_fbank
 from avgen.eval.registry import BackendSpec, MetricSpec, ScoreContext, register_backend, register_metric
 from avgen.eval.video import _FrameConditionSimilarity
@@ -527,14 +527,7 @@ def _open_clip_tokenizer_module():
 # ---------------------------------------------------------------------------------- checkpoint
 def read_imagebind_checkpoint(path: str) -> dict[str, Tensor]:
     """The state dict of ``imagebind_huge.pth`` (a bare state dict; ``{"model": ...}`` / ``{"state_dict": ...}`` too)."""
-    if not path or not os.path.isfile(path):
-        raise BackendUnavailable("imagebind", f"no ImageBind checkpoint at {path!r}", FIX)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or one that needs pickled code
-        raise BackendUnavailable("imagebind", f"{path} cannot be read as an ImageBind checkpoint "
-                                 f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})",
-                                 "--imagebind <the imagebind_huge.pth file, unmodified>") from None
+    checkpoint = load_weights_file("imagebind", path, "an ImageBind checkpoint", FIX)
     state = checkpoint
     if isinstance(state, dict):
         for key in ("model", "state_dict"):

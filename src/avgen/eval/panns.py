@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from avgen.codecs.mel import mel_filterbank
-from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
+from avgen.eval.backends import BackendUnavailable, EmbeddingBackend, load_weights_file
 
 __all__ = ["Cnn14", "PannsBackend", "CNN14_16K"]
 
@@ -141,15 +141,8 @@ class Cnn14(nn.Module):
 
 def _read_checkpoint(path: str) -> dict[str, Tensor]:
     """The state dict of a PANNs ``.pth`` (``{"model": state_dict, ...}`` or a bare state dict)."""
-    if not os.path.isfile(path):
-        raise BackendUnavailable(
-            "panns", f"no PANNs checkpoint at {path!r}",
-            "--panns <path of Cnn14_16k_mAP=0.438.pth from zenodo.org/record/3987831>")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or one that needs pickled code
-        raise BackendUnavailable("panns", f"{path} cannot be read as a PANNs checkpoint ({str(err).splitlines()[0][:200]})",
-                                 "--panns <the Cnn14_16k_mAP=0.438.pth file, unmodified>") from None
+    checkpoint = load_weights_file("panns", path, "a PANNs checkpoint",
+                                   "--panns <path of Cnn14_16k_mAP=0.438.pth from zenodo.org/record/3987831>")
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "conv_block1.conv1.weight" not in state:
         raise BackendUnavailable("panns", f"{path} holds no Cnn14 state dict (no 'model' entry with conv_block1..6)",

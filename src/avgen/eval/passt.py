@@ -52,7 +52,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
+from avgen.eval.backends import BackendUnavailable, EmbeddingBackend, load_weights_file
 from avgen.eval.kaldi import kaldi_mel_banks
 from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
 from avgen.eval.scores import frechet_score, inception_score, paired_kl_score
@@ -205,13 +205,7 @@ class PasstModel(nn.Module):
 
 def read_passt_checkpoint(path: str) -> dict[str, Tensor]:
     """The state dict in a PaSST file: bare (the release), ``{"model"|"state_dict": ...}``, or hear21passt-wrapped."""
-    if not os.path.isfile(path):
-        raise BackendUnavailable("passt", f"no PaSST checkpoint at {path!r}", PASST_FIX)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or one that needs pickled code
-        raise BackendUnavailable("passt", f"{path} cannot be read as a PaSST checkpoint ({str(err).splitlines()[0][:200]})",
-                                 PASST_FIX) from None
+    checkpoint = load_weights_file("passt", path, "a PaSST checkpoint", PASST_FIX)
     state = checkpoint
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

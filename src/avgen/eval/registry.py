@@ -140,7 +140,8 @@ def read_video_frames(path: Path) -> tuple[np.ndarray, float]:
     return np.stack(frames), fps
 
 
-def _write_json(path: Path, value: Any) -> None:
+def write_json(path: Path, value: Any) -> None:
+    """Write JSON atomically (a temporary file replaced into place)."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(value, indent=1))
     os.replace(tmp, path)  # atomic: an interruption leaves the previous file
@@ -244,7 +245,7 @@ class ScoreContext:
                 group = [(i, w) for i, (w, r) in zip(chunk, loaded) if r == rate]
                 stored.update(zip([i for i, _ in group], backend.transcribe([w for _, w in group], rate)))
             cache.parent.mkdir(parents=True, exist_ok=True)
-            _write_json(cache, stored)
+            write_json(cache, stored)
         return {i: stored[i] for i in ids}
 
 
@@ -257,7 +258,7 @@ def forget(cache_dir: Path, ids: list[str]) -> None:
     for cache in (cache_dir / "embeddings").glob("*.json"):
         stored = json.loads(cache.read_text())
         if set(ids) & set(stored):
-            _write_json(cache, {k: v for k, v in stored.items() if k not in ids})
+            write_json(cache, {k: v for k, v in stored.items() if k not in ids})
 
 
 def score_all(ctx: ScoreContext, metrics: list[str]) -> dict[str, float]:

@@ -55,7 +55,7 @@ from torch.nn import functional as F
 from torchmetrics import Metric
 
 from avgen.codecs.mel import mel_filterbank
-from avgen.eval.backends import BackendUnavailable, EmbeddingBackend
+from avgen.eval.backends import BackendUnavailable, EmbeddingBackend, installed_package_file, load_weights_file
 from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
 
 __all__ = ["GE2E", "SpeakerEncoder", "ResemblyzerBackend", "SpeakerSimilarity", "preprocess_wav", "normalize_volume",
@@ -220,23 +220,13 @@ def embed_utterance(encoder: SpeakerEncoder, wav: np.ndarray, rate: float = GE2E
 def installed_resemblyzer_weights() -> Path | None:
     """``pretrained.pt`` inside an installed resemblyzer package, found without importing it (its ``__init__`` needs
     librosa and webrtcvad)."""
-    spec = importlib.util.find_spec("resemblyzer")
-    for location in (spec.submodule_search_locations or []) if spec is not None else []:
-        candidate = Path(location) / "pretrained.pt"
-        if candidate.is_file():
-            return candidate
-    return None
+    path = installed_package_file("resemblyzer", "pretrained.pt")
+    return Path(path) if path else None
 
 
 def _read_checkpoint(path: str) -> dict[str, Tensor]:
     """The state dict of Resemblyzer's ``pretrained.pt`` (``{"step", "model_state", "optimizer_state"}``) or a bare one."""
-    if not os.path.isfile(path):
-        raise BackendUnavailable("resemblyzer", f"no GE2E speaker-encoder checkpoint at {path!r}", FIX)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or one that needs pickled code
-        raise BackendUnavailable("resemblyzer", f"{path} cannot be read as a GE2E checkpoint "
-                                 f"({str(err).splitlines()[0][:200] if str(err) else type(err).__name__})", FIX) from None
+    checkpoint = load_weights_file("resemblyzer", path, "a GE2E speaker-encoder checkpoint", FIX)
     state = checkpoint.get("model_state", checkpoint) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "lstm.weight_ih_l0" not in state:
         raise BackendUnavailable("resemblyzer", f"{path} holds no GE2E encoder state (no 'model_state' with lstm.* "

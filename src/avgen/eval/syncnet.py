@@ -50,7 +50,7 @@ from torch.nn import functional as F
 from torchmetrics import Metric
 
 from avgen.data.media import resample
-from avgen.eval.backends import BackendUnavailable
+from avgen.eval.backends import BackendUnavailable, load_weights_file
 
 __all__ = ["SYNCNET_FIX", "SyncNet", "SyncNetBackend", "SyncProtocol", "SYNCNET", "SyncResult", "mfcc", "mfcc_filterbank",
            "offset_distances", "sync_result", "lip_feature_size", "SyncConfidence", "SyncDistance", "AUDIO_WIDTHS", "LIP_WIDTHS"]
@@ -319,13 +319,7 @@ class SyncDistance(_ClipMean):
 def _read_checkpoint(path: str) -> dict[str, Tensor]:
     """The state dict of ``syncnet_v2.model`` (a bare state dict; ``{"state_dict": ...}`` and a
     ``__S__.`` prefix, as ``SyncNetInstance.state_dict()`` writes it, are accepted too)."""
-    if not os.path.isfile(path):
-        raise BackendUnavailable("syncnet", f"no SyncNet checkpoint at {path!r}", SYNCNET_FIX)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # not a torch file, or a pickled module
-        raise BackendUnavailable("syncnet", f"{path} cannot be read as a SyncNet state dict ({str(err).splitlines()[0][:200]})",
-                                 "--syncnet <the syncnet_v2.model file, unmodified>") from None
+    checkpoint = load_weights_file("syncnet", path, "a SyncNet checkpoint", SYNCNET_FIX)
     state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
     if isinstance(state, dict):
         state = {k.removeprefix("__S__."): v for k, v in state.items()}
