@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from avgen.eval import BackendUnavailable, get_backend
 from avgen.eval.panns import Cnn14
+from tests.eval.reference_data import reference_audio
 
 TINY_WIDTHS = (2, 4, 4, 4, 4, 8)
 
@@ -151,19 +152,13 @@ data:
 def test_evaluate_scores_fd_kl_and_is_with_a_local_cnn14(tmp_path, monkeypatch):
     import soundfile as sf
 
-    from avgen.cli.compare import build_datamodule, evaluate
-    from avgen.cli.generate import safe_name
+    from avgen.cli.compare import evaluate
     from avgen.eval.panns import PannsBackend
 
     _tiny_cnn14(tmp_path / "cnn14.pth")
     config = tmp_path / "data.yaml"
     config.write_text(DATA)
-    dm = build_datamodule(str(config))
-    dm.setup("predict")
-    truth = {}
-    for batch in dm.predict_dataloader():
-        for i, sample_id in enumerate(batch.ids):
-            truth[safe_name(sample_id)] = batch.audio[i, : int(batch.audio_lengths[i])].numpy()
+    truth = reference_audio(config)
     ids = sorted(truth)
     generated = tmp_path / "gen"
     generated.mkdir()

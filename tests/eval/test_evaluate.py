@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from tests.eval.reference_data import reference_audio
 
 DATA = """\
 data:
@@ -14,18 +15,12 @@ data:
 
 
 def test_evaluate_scores_a_folder_of_wavs_and_mp4s(tmp_path):
-    from avgen.cli.compare import CompareError, build_datamodule, evaluate
-    from avgen.cli.generate import safe_name
+    from avgen.cli.compare import CompareError, evaluate
     from avgen.data.media import write_mp4
 
     config = tmp_path / "data.yaml"
     config.write_text(DATA)
-    dm = build_datamodule(str(config))
-    dm.setup("predict")
-    truth = {}
-    for batch in dm.predict_dataloader():
-        for i, sample_id in enumerate(batch.ids):
-            truth[safe_name(sample_id)] = batch.audio[i, : int(batch.audio_lengths[i])].numpy()
+    truth = reference_audio(config)
     ids = sorted(truth)
     # "generated" = the ground truth itself: FD ~ 0 and perfect onset scores; one sample as an mp4 (AAC)
     same = tmp_path / "same"

@@ -7,6 +7,7 @@ import soundfile as sf
 import torch
 
 from tests.eval.test_evaluate import DATA
+from tests.eval.reference_data import reference_audio
 
 
 @pytest.fixture
@@ -42,18 +43,12 @@ def probe_metrics():
 
 
 def test_a_registered_metric_sees_the_videos_and_caches(tmp_path, probe_metrics):
-    from avgen.cli.compare import build_datamodule, evaluate, evaluate_parser
-    from avgen.cli.generate import safe_name
+    from avgen.cli.compare import evaluate, evaluate_parser
     from avgen.data.media import write_mp4
 
     config = tmp_path / "data.yaml"
     config.write_text(DATA)
-    dm = build_datamodule(str(config))
-    dm.setup("predict")
-    truth = {}
-    for batch in dm.predict_dataloader():
-        for i, sample_id in enumerate(batch.ids):
-            truth[safe_name(sample_id)] = batch.audio[i, : int(batch.audio_lengths[i])].numpy()
+    truth = reference_audio(config)
     ids = sorted(truth)
     folder = tmp_path / "generated"
     folder.mkdir()
