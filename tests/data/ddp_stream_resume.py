@@ -18,6 +18,8 @@ from avgen.data.streaming import StreamingDataModule
 
 
 class Recorder(L.LightningModule):
+    """Records the ids of every training batch it sees (a stand-in for a model; also used in-process by the tests)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.layer = torch.nn.Linear(1, 1)

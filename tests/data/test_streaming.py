@@ -21,6 +21,7 @@ from avgen.data.batch import Sample
 from avgen.data.shards import record_to_sample, sample_to_record
 from avgen.data.streaming import StreamingDataModule, mixing_weights
 from avgen.models.foleygenex import FoleyGenEx
+from tests.data.ddp_stream_resume import Recorder
 
 CLIPS = 8
 
@@ -96,20 +97,7 @@ def test_shard_record_round_trip_keeps_the_sample():
     assert batch.latent_lengths.tolist() == [3] and batch.has_audio.tolist() == [True] and not batch.has_video.any()
 
 
-class _Recorder(L.LightningModule):
-    """Records the ids of every training batch it sees (a stand-in for a model)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.layer = torch.nn.Linear(1, 1)
-        self.seen: list[list[str]] = []
-
-    def training_step(self, batch, batch_idx):
-        self.seen.append(list(batch.ids))
-        return self.layer(torch.ones(1, 1)).sum()
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.0)
+_Recorder = Recorder  # records the ids of every training batch (the DDP script's stand-in model)
 
 
 def _fit(shards: Path, steps: int, root: Path, ckpt: str | None = None) -> list[list[str]]:
