@@ -52,11 +52,11 @@ from einops import rearrange
 from scipy.ndimage import binary_dilation
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics import Metric
 
 from avgen.codecs.mel import mel_filterbank
 from avgen.eval.backends import BackendUnavailable, EmbeddingBackend, installed_package_file, load_weights_file
 from avgen.eval.registry import BackendSpec, MetricSpec, register_backend, register_metric
+from avgen.eval.reduction import ScoreMean
 
 __all__ = ["GE2E", "SpeakerEncoder", "ResemblyzerBackend", "SpeakerSimilarity", "preprocess_wav", "normalize_volume",
            "trim_long_silences", "mel_spectrogram", "partial_slices", "embed_utterance", "installed_resemblyzer_weights"]
@@ -275,28 +275,17 @@ class ResemblyzerBackend(EmbeddingBackend):
 
 
 # ---------------------------------------------------------------------------------- metric
-class SpeakerSimilarity(Metric):
+class SpeakerSimilarity(ScoreMean):
     """SECS: mean cosine similarity of paired speaker embeddings. ``update(generated (B, D), target (B, D))``."""
 
     higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+    nothing_scored = "no pairs were given"
 
     def update(self, generated: Tensor, target: Tensor) -> None:
         generated, target = torch.as_tensor(generated).double(), torch.as_tensor(target).double()
         if generated.shape != target.shape or generated.ndim != 2:
             raise ValueError(f"SECS needs paired (B, D) embeddings, got {tuple(generated.shape)} and {tuple(target.shape)}")
-        self.total += F.cosine_similarity(generated, target, dim=1, eps=1e-12).sum()
-        self.count += generated.shape[0]
-
-    def compute(self) -> Tensor:
-        if int(self.count) == 0:
-            raise ValueError("SpeakerSimilarity: no pairs were given")
-        return self.total / self.count
+        self.add(F.cosine_similarity(generated, target, dim=1, eps=1e-12))
 
 
 def speech_pairs(ids: Sequence[str], samples: dict[str, dict]) -> list[str]:

@@ -47,10 +47,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics import Metric
 
 from avgen.data.media import resample
 from avgen.eval.backends import BackendUnavailable, load_weights_file
+from avgen.eval.reduction import ScoreMean
 
 __all__ = ["SYNCNET_FIX", "SyncNet", "SyncNetBackend", "SyncProtocol", "SYNCNET", "SyncResult", "mfcc", "mfcc_filterbank",
            "offset_distances", "sync_result", "lip_feature_size", "SyncConfidence", "SyncDistance", "AUDIO_WIDTHS", "LIP_WIDTHS"]
@@ -274,27 +274,15 @@ def sync_result(distances: Tensor, vshift: int | None = None) -> SyncResult:
     return SyncResult(vshift - int(min_index), float(min_value), float(torch.median(mean) - min_value))
 
 
-class _ClipMean(Metric):
+class _ClipMean(ScoreMean):
     """Mean over clips of one per-clip SyncNet score; ``update(distances)`` with a clip's (N, 2 vshift + 1) table."""
 
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("num", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-
+    nothing_scored = "no clip was scored"
     def clip_score(self, result: SyncResult) -> float:
         raise NotImplementedError
 
     def update(self, distances: Tensor) -> None:
-        self.total += self.clip_score(sync_result(distances.detach().double().cpu()))
-        self.num += 1
-
-    def compute(self) -> Tensor:
-        if int(self.num) == 0:
-            raise ValueError(f"{type(self).__name__}: no clip was scored")
-        return self.total / self.num
+        self.add(self.clip_score(sync_result(distances.detach().double().cpu())))
 
 
 class SyncConfidence(_ClipMean):

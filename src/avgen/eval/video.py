@@ -23,9 +23,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics import Metric
 
 from avgen.eval.backends import BackendUnavailable
+from avgen.eval.reduction import ScoreMean
 
 __all__ = ["ClipImageTextBackend", "VideoTextSimilarity", "ReferenceIdentitySimilarity"]
 
@@ -72,16 +72,11 @@ class ClipImageTextBackend(nn.Module):
         return F.normalize(self.model.encode_text(self.tokenizer(list(texts))).float(), dim=-1)
 
 
-class _FrameConditionSimilarity(Metric):
+class _FrameConditionSimilarity(ScoreMean):
     """Mean over videos of the mean over frames of cos(frame, condition). ``update(frames (T, D), condition (D,))``."""
 
     higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("similarity_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("num", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+    nothing_scored = "no video was scored"
 
     def update(self, frame_embeddings: Tensor, condition_embedding: Tensor) -> None:
         if frame_embeddings.ndim != 2 or condition_embedding.ndim != 1 or frame_embeddings.shape[1] != condition_embedding.shape[0]:
@@ -89,13 +84,7 @@ class _FrameConditionSimilarity(Metric):
                              f"{tuple(frame_embeddings.shape)} and {tuple(condition_embedding.shape)}")
         frames = F.normalize(frame_embeddings.double(), dim=-1)
         condition = F.normalize(condition_embedding.double(), dim=-1)
-        self.similarity_sum += (frames @ condition).mean().cpu()
-        self.num += 1
-
-    def compute(self) -> Tensor:
-        if int(self.num) == 0:
-            raise ValueError(f"{type(self).__name__}: no video was scored")
-        return self.similarity_sum / self.num
+        self.add((frames @ condition).mean())
 
 
 class VideoTextSimilarity(_FrameConditionSimilarity):
