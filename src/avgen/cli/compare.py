@@ -62,7 +62,7 @@ class CompareError(RuntimeError):
 # ---------------------------------------------------------------------------------- metrics
 # The metrics and back-ends live in the registry (avgen.eval.registry); importing it registers the built-ins.
 from avgen.eval.registry import BACKENDS, METRICS, MetricSpec, ScoreContext, forget, load_builtin, score_all  # noqa: E402,F401 (MetricSpec: re-exported)
-from avgen.eval.registry import write_json as _write_json  # noqa: E402
+from avgen.eval.registry import read_video_frames, write_json as _write_json  # noqa: E402
 
 load_builtin()
 
@@ -692,6 +692,7 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
     for path in sorted(generated.iterdir()):
         if path.suffix in AUDIO_SUFFIXES and (path.stem not in files or path.suffix == ".wav"):
             files[path.stem] = path
+    bad_videos: list[str] = []  # mp4s whose audio is scored but whose video cannot be decoded
     for sample_id in ids:
         source = files.get(sample_id)
         if source is None:
@@ -708,9 +709,14 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
             run.forget_embeddings([sample_id])
         run.state["clips"][sample_id] = {"seconds": sf.info(str(target)).duration}
         video = generated / f"{sample_id}.mp4"  # another system's joint output (or the audio's video): scored too
-        if video.is_file() and _has_video_stream(video):
-            copy = run.video_dir / f"{sample_id}.mp4"
-            if not copy.is_file() or copy.stat().st_mtime < video.stat().st_mtime:
+        copy = run.video_dir / f"{sample_id}.mp4"
+        if video.is_file() and _has_video_stream(video) and (not copy.is_file() or copy.stat().st_mtime < video.stat().st_mtime):
+            try:  # decoded once here, so a broken video is reported now instead of stopping a video metric later
+                read_video_frames(video)
+            except Exception as err:
+                copy.unlink(missing_ok=True)
+                bad_videos.append(f"{video.name} ({type(err).__name__}: {str(err).splitlines()[0][:120] if str(err) else ''})")
+            else:
                 run.video_dir.mkdir(exist_ok=True)
                 shutil.copyfile(video, copy)
     run.save()
@@ -722,6 +728,9 @@ def evaluate(argv: list[str]) -> dict[str, Any]:
                        + "; ".join(f"{i}: {failed[i]}" for i in sorted(failed)[:5])] if failed else [])
     if unmatched:
         not_comparable.append(f"{name}: {len(unmatched)} files match no sample of the data ({', '.join(unmatched[:5])})")
+    if bad_videos:
+        not_comparable.append(f"{name}: {len(bad_videos)} videos cannot be decoded; the video metrics use the samples' own "
+                              f"videos there: {'; '.join(bad_videos[:5])}")
     arrow = {m: "↑" if METRICS[m].higher_is_better else "↓" for m in metrics}
     lines = ["# avgen evaluate", "", "| model | clips | " + " | ".join(f"{m} {arrow[m]}" for m in metrics) + " |",
              "|" + "---|" * (2 + len(metrics)),
