@@ -43,6 +43,7 @@ def test_fully_masked_rows_give_zeros_not_nan():
     torch.testing.assert_close(out[1:], _direct_attention(q[1:], k[1:], v[1:], mask[1:]), atol=1e-5, rtol=1e-5)
     out.sum().backward()
     assert torch.isfinite(q.grad).all()
+    assert torch.equal(q.grad[0], torch.zeros_like(q.grad[0]))  # a sample with no keys passes no gradient
 
 
 def test_joint_attention_equals_attention_over_concatenation():

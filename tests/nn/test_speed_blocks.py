@@ -114,7 +114,9 @@ def test_compiled_blocks_give_the_same_outputs_and_keep_state_dict_keys():
         compile_blocks(net, backend="aot_eager")  # idempotent: configure_model may run it again
         got = net(a, c)
     assert net.block._compiled_call_impl is not None
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # eager RoPE is a complex multiply, traced RoPE the real form (avgen.nn.rope): equal to fp32 rounding
+    # of the output's scale (~1e3 with these perturbed weights; both are ~5e-4 from an fp64 forward)
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-6 * expected.abs().max().item())
     assert list(net.state_dict()) == keys
 
 

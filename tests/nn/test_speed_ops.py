@@ -48,6 +48,39 @@ def test_rope_rotation_equals_the_angle_formula_fp32_and_partial():
     assert torch.equal(seg[:, :, :2], x[:, :, :2]) and torch.equal(seg[:, :, 5:], x[:, :, 5:])
 
 
+def test_rope_complex_multiply_equals_the_real_form_on_head_views_and_in_backward():
+    """Eager RoPE is one complex multiply; traced RoPE (and a rotation without ``turn``) the real form.
+
+    Both must give the angle formula on the layouts attention passes: a (B, H, L, Dh) view of a fused
+    projection (not contiguous), a partial rotary dim, an odd storage offset (no complex view
+    possible: real form), and the same gradients.
+    """
+    g = torch.Generator().manual_seed(3)
+    heads, length, head_dim = 3, 9, 16
+    fused = torch.randn(2, length, 3 * heads * head_dim, generator=g, requires_grad=True)
+    view = fused[..., heads * head_dim: 2 * heads * head_dim].unflatten(-1, (heads, head_dim)).transpose(1, 2)
+    angles = rope_angles(torch.arange(float(length)) * 0.7, head_dim)
+    rotation = rope_rotation(angles)
+    assert rotation.turn is not None and rope_rotation(angles, torch.bfloat16).turn is None
+    real_only = RopeRotation(rotation.cos, rotation.sin)  # no turn: the form torch.compile traces
+
+    complex_out = apply_rope(view, rotation)
+    real_out = apply_rope(view, real_only)
+    assert_matches(complex_out, rope_formula(view, angles), tol=2e-6)
+    assert_matches(complex_out, real_out, tol=2e-6)
+    weights = torch.randn(complex_out.shape, generator=g)
+    grad_complex, = torch.autograd.grad((complex_out * weights).sum(), fused)
+    grad_real, = torch.autograd.grad((real_out * weights).sum(), fused)
+    assert_matches(grad_complex, grad_real, tol=2e-6)
+    assert grad_complex[..., : heads * head_dim].abs().max() == 0  # only the k block was rotated
+
+    odd = torch.randn(2 * heads * length * head_dim + 1, generator=g)[1:].view(2, heads, length, head_dim)
+    assert_matches(apply_rope(odd, rotation), rope_formula(odd, angles), tol=2e-6)
+    part = apply_rope(view, rope_rotation(angles[:, :4]), rotary_dim=8)
+    assert_matches(part[..., :8], rope_formula(view[..., :8], angles[:, :4]), tol=2e-6)
+    assert torch.equal(part[..., 8:], view[..., 8:])
+
+
 def test_rope_bf16_input_rotates_in_fp32_and_out_dtype_skips_the_round_trip():
     x = torch.randn(1, 2, 5, 8)
     angles = rope_angles(torch.arange(5.0), 8)

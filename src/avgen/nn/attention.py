@@ -42,7 +42,11 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor |
     if mask.dim() != 3:
         raise ValueError(f"attention mask must be (B, Lk) or (B, Lq, Lk), got {tuple(mask.shape)}")
     has_key = mask.any(dim=-1, keepdim=True)  # (B, Lq|1, 1)
-    safe = mask | ~has_key  # a fully masked row attends everywhere, then is zeroed below
+    safe = mask | ~has_key  # a fully masked row attends everywhere, then gets zero values or is zeroed below
+    if has_key.shape[1] == 1:
+        # key padding: a sample without keys averages zeroed values, so its output is exactly 0; zeroing
+        # v costs a pass over Lk keys instead of Lq queries (a caption of 77 tokens vs thousands of latents)
+        return F.scaled_dot_product_attention(q, k, v * has_key[:, None].to(v.dtype), attn_mask=safe[:, None])
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None])
     return out * has_key[:, None].to(out.dtype)
 

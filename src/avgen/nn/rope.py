@@ -11,10 +11,14 @@ Pairs are interleaved, (x0, x1), (x2, x3), ... as in Flux/MMAudio: pair i is rot
 ``position * theta ** (-2i / dim)``.
 
 Speed: :func:`rope_rotation` turns angles into a :class:`RopeRotation` (cos and signed sin laid out
-on the interleaved channels), so :func:`apply_rope` is two element-wise ops on the head
-(``x * cos + swap_pairs(x) * sin``) instead of recomputing cos/sin and splitting pairs per call;
-:class:`RopeCache` keeps the rotations of a network per (positions, dim, dtype, device) across
-forwards. Both give the same numbers as the angle formula (to fp32 rounding).
+on the interleaved channels, and the unit complex numbers e^{i angle}) once, instead of recomputing
+cos/sin and splitting pairs per call; :class:`RopeCache` keeps the rotations of a network per
+(positions, dim, dtype, device) across forwards. In eager mode :func:`apply_rope` rotates a pair as
+one complex multiplication, (x0 + i x1) e^{i angle}: one pass over the head, about 4x faster on a
+CPU than ``x * cos + swap_pairs(x) * sin``, whose pair swap is a ``flip`` copy
+(``bench/bench_rope.py``). While ``torch.compile`` traces, the real-valued form is used: inductor
+fuses it into one kernel and does not lower complex tensors. Both give the same numbers as the
+angle formula (to fp32 rounding).
 """
 
 from __future__ import annotations
@@ -87,10 +91,15 @@ class RopeRotation(NamedTuple):
     ``cos`` repeats each pair's cos over its two channels; ``sin`` is (-sin, +sin) per pair, so a
     rotation is ``x * cos + swap_pairs(x) * sin`` with swap_pairs (x0, x1) -> (x1, x0): RoFormer's
     (x0 cos - x1 sin, x1 cos + x0 sin) exactly. A NamedTuple so ``torch.compile`` traces it as a tuple.
+
+    ``turn`` is the same rotation as complex numbers cos + i sin, (..., L, r/2), for the eager
+    complex-multiply path of :func:`apply_rope`; None when ``cos`` is neither fp32 nor fp64 (torch
+    has no bf16 complex type), and then the real-valued form is used.
     """
 
     cos: Tensor
     sin: Tensor
+    turn: Tensor | None = None
 
     @property
     def pairs(self) -> int:
@@ -105,9 +114,12 @@ def rope_rotation(angles: Tensor, dtype: torch.dtype = torch.float32) -> RopeRot
     with no_autocast:
         angles = angles.float()
         cos, sin = angles.cos(), angles.sin()
+        turn = None  # traced graphs use the real form (no complex tensors in an inductor graph)
+        if dtype in (torch.float32, torch.float64) and not torch.compiler.is_compiling():
+            turn = torch.complex(cos.to(dtype), sin.to(dtype))  # the same cos / sin values as below
         cos = torch.stack((cos, cos), dim=-1).flatten(-2)
         sin = torch.stack((-sin, sin), dim=-1).flatten(-2)
-    return RopeRotation(cos.to(dtype), sin.to(dtype))
+    return RopeRotation(cos.to(dtype), sin.to(dtype), turn)
 
 
 def apply_rope(
@@ -131,9 +143,24 @@ def apply_rope(
     out_dtype = x.dtype if out_dtype is None else out_dtype
     rot, rest = x[..., :rotary_dim], x[..., rotary_dim:]
     rot = rot.to(rotation.cos.dtype)
-    swapped = rot.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0, x3, x2, ...)
-    rotated = torch.addcmul(rot * rotation.cos, swapped, rotation.sin).to(out_dtype)
+    if not torch.compiler.is_compiling() and rotation.turn is not None and _complex_viewable(rot):
+        pairs = torch.view_as_complex(rot.unflatten(-1, (-1, 2)))  # x0 + i x1, (B, H, L, r/2)
+        rotated = torch.view_as_real(pairs * rotation.turn).flatten(-2).to(out_dtype)
+    else:
+        swapped = rot.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)  # (x1, x0, x3, x2, ...)
+        rotated = torch.addcmul(rot * rotation.cos, swapped, rotation.sin).to(out_dtype)
     return torch.cat((rotated, rest.to(out_dtype)), dim=-1) if rest.shape[-1] else rotated
+
+
+def _complex_viewable(x: Tensor) -> bool:
+    """Whether ``view_as_complex`` can read x's channel pairs in place (fp32 / fp64, pairs adjacent)."""
+    return (
+        x.dtype in (torch.float32, torch.float64)
+        and x.device.type != "meta"
+        and x.stride(-1) == 1
+        and x.storage_offset() % 2 == 0
+        and all(stride % 2 == 0 for size, stride in zip(x.shape[:-1], x.stride()[:-1]) if size > 1)
+    )
 
 
 class RopeCache:
