@@ -27,12 +27,15 @@ import argparse
 import collections
 import copy
 import importlib
+import importlib.util
+import math
 import re
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import torch
@@ -193,12 +196,57 @@ def omnisonic(pkg: str, quick: bool, paper_depth: bool = False) -> dict[str, Any
                 shape=lambda b: (b, 8, frames, 16), name=f"OmniSonic (384 / {depth} blocks)")
 
 
-FAMILIES = {"foleygenex": foleygenex, "audiogen_omni": audiogen_omni, "omnisonic": omnisonic}
+def harmony(pkg: str, quick: bool, paper_depth: bool = False) -> dict[str, Any]:
+    """Harmony's twin Wan-style DiT at width 512 / 4 heads (head 128 as Wan; paper: 3072 / 24), ffn 2048, 4 layer
+    pairs (``paper_depth``: 30 as the paper) each with its GLDI layer, on a 5.04-s clip (Wan2.2's 121 frames at
+    24 fps; ``quick``: 2.04 s, 2 pairs): video latents 48 x 31 x 8 x 8 (128 x 128 px through the Wan2.2 VAE; 16
+    tokens a frame, 496 tokens; paper 704 x 1280, 27,280), audio 158 MMAudio-16k latents, a 2-s reference voice,
+    the transcript filler-padded to the audio, 128 umT5-XXL prompt tokens (paper 512) and the TI2V first frame.
+
+    The network takes both modalities (audio velocity, video velocity); ``runner`` times its real steps
+    (:class:`HarmonyRunner`). Not in the tree before issue 15: before/after is n/a.
+    """
+    module = importlib.import_module(f"{pkg}.models.harmony.network")
+    depth = 30 if paper_depth else (2 if quick else 4)
+    width = dict(dim=512, ffn_dim=2048, num_heads=4, num_layers=depth)
+    net = module.HarmonyNetwork(
+        **{f"video_{k}": v for k, v in width.items()}, **{f"audio_{k}": v for k, v in width.items()},
+        video_latent_channels=48, video_text_dim=4096, video_text_len=128, video_freq_dim=256,
+        audio_latent_channels=20, audio_prompt_dim=4096, audio_freq_dim=256,
+        speech_vocab_size=2545, speech_dim=512, speech_max_positions=8192, speech_num_blocks=4,
+    )
+    seconds = 2.04 if quick else 5.04
+    frames = math.ceil(seconds * 16000 / 512)  # MMAudio 16k: one latent per 512 samples, 31.25 Hz
+    video_shape = (1 + round(seconds * 24 - 1) // 4, 48, 8, 8)  # Wan2.2 VAE: 4x in time (first frame alone)
+    prompt_length, reference_length, transcript_length = 128, round(2 * 16000 / 512), int(12 * seconds)
+    g = torch.Generator().manual_seed(1)
+
+    def conditions(batch: int, present: bool):
+        """Conditional (``present``) or every prompt null / the transcript all filler (Eq. 8's unconditional)."""
+        ids = torch.randint(0, 2545, (batch, transcript_length), generator=g)
+        return net.preprocess_conditions(
+            audio_prompt_features=torch.randn(batch, prompt_length, 4096, generator=g) * present,
+            audio_prompt_mask=torch.ones(batch, prompt_length, dtype=torch.bool),
+            transcript_ids=ids if present else torch.full_like(ids, -1), audio_length=frames,
+            reference_latent=torch.randn(batch, reference_length, 20, generator=g),
+            reference_mask=torch.ones(batch, reference_length, dtype=torch.bool),
+            video_text_features=torch.randn(batch, prompt_length, 4096, generator=g) * present,
+            video_text_mask=torch.ones(batch, prompt_length, dtype=torch.bool),
+            image_latent=torch.randn(batch, 1, *video_shape[1:], generator=g))
+
+    return dict(net=net, frames=frames, channels=20, seconds=seconds, conditions=conditions,
+                shape=lambda b: (b, frames, 20), video_shape=lambda b: (b, *video_shape), steps=40,
+                runner=HarmonyRunner, name=f"Harmony (512 / {depth} pairs)")
+
+
+FAMILIES = {"foleygenex": foleygenex, "audiogen_omni": audiogen_omni, "omnisonic": omnisonic, "harmony": harmony}
 
 
 # ----------------------------------------------------------------------------- measurements
 class Runner:
     """The closures one network is timed with; ``old_recipe`` passes the all-True mask the recipe passed before."""
+
+    INPUTS = ("x", "x1", "t", "cond", "cfg", "x_cfg", "t_cfg")  # what two runners share to compare outputs
 
     def __init__(self, spec: dict[str, Any], old_recipe: bool, batch: int):
         self.spec, self.net, self.batch = spec, spec["net"], batch
@@ -240,6 +288,101 @@ class Runner:
         loss.backward()
         if step:
             self.optimizer.step()
+
+    def step_function(self, net: torch.nn.Module) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """(fn, args): the sampling step on ``net`` as ``compile: true`` sampling compiles it whole."""
+        return (lambda x, t: net.predict_velocity(x, t, self.cfg, None)), (self.x_cfg, self.t_cfg)
+
+
+class HarmonyRunner(Runner):
+    """Harmony's steps as its module runs them (``models/harmony/module.py``), both modalities in every call.
+
+    * forward: the joint task, audio and video noisy at the same t, with the masks the module always
+      passes (an audio mask and the video frame lengths, all valid here);
+    * sampling step: SyncCFG's joint plan (Eq. 9-10), THREE branches in one forward (J: both noisy,
+      M: mute-audio anchor, S: static-video anchor), built by the module's own ``_velocity_fn`` and
+      ``HarmonyGuidance`` (the combine included), one clip;
+    * training step: the Cross-Task Synergy loss (Eq. 3-4, ``cts_mode: sum``: joint, audio-driven and
+      video-driven rows in ONE forward of 3 x batch rows) by the module's ``cross_task_losses``.
+    """
+
+    INPUTS = Runner.INPUTS + ("v", "v1")
+
+    def __init__(self, spec: dict[str, Any], old_recipe: bool, batch: int):
+        if old_recipe:
+            raise ValueError("Harmony did not exist before issue 15: no old recipe to run")
+        from avgen.flow import concat_conditions
+        from avgen.models.harmony.module import HarmonyTargets
+        from avgen.models.harmony.sync_cfg import HarmonyGuidance, guidance_plan
+        from avgen.training import fastest_adam
+
+        self.spec, self.net, self.batch = spec, spec["net"], batch
+        g = torch.Generator().manual_seed(2)
+        frames, video_shape = spec["frames"], spec["video_shape"]
+        self.x, self.x1 = torch.randn(spec["shape"](batch), generator=g), torch.randn(spec["shape"](batch), generator=g)
+        self.v, self.v1 = torch.randn(video_shape(batch), generator=g), torch.randn(video_shape(batch), generator=g)
+        self.t = torch.rand(batch, generator=g)
+        num_frames = video_shape(1)[1]
+        self.mask = torch.ones(batch, frames, dtype=torch.bool)
+        self.frame_lengths = torch.full((batch,), num_frames)
+        loss_mask = torch.ones(batch, num_frames, dtype=torch.bool)
+        loss_mask[:, 0] = False  # the TI2V first frame is given
+        self.targets = HarmonyTargets(audio=self.x1, audio_mask=self.mask, audio_loss_mask=self.mask, video=self.v1,
+                                      video_frame_lengths=self.frame_lengths, video_loss_mask=loss_mask)
+        # HarmonyModule's loss settings (configs/harmony/paper.yaml): the only attributes cross_task_losses reads
+        self.recipe = SimpleNamespace(cts_mode="sum", lambda_video=0.1, lambda_audio=0.3)
+        self.plan = guidance_plan("joint", "sync", with_video=True)
+        self.guidance = HarmonyGuidance(self.plan, video_scale=3.0, audio_scale=2.0)
+        with torch.no_grad():
+            self.cond = spec["conditions"](batch, True)
+            # every SyncCFG branch keeps the sample's prompts (module.make_conditions(branch="conditional"))
+            self.cfg = concat_conditions([spec["conditions"](1, True)] * len(self.plan))
+        self.anchors = {"audio": torch.randn(spec["shape"](1), generator=g),  # mute audio, static video
+                        "video": torch.randn(video_shape(1), generator=g)}
+        self.x_cfg = (torch.randn(spec["shape"](1), generator=g), torch.randn(video_shape(1), generator=g))
+        self.t_cfg = torch.full((1,), 0.5)
+        self.optimizer = fastest_adam(
+            torch.optim.AdamW(self.net.parameters(), lr=1e-5, betas=(0.9, 0.999), weight_decay=0.01))
+
+    def forward(self, bf16: bool = False):
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return self.net(self.x, self.t, self.cond, video_x=self.v, video_t=self.t, audio_mask=self.mask,
+                            video_frame_lengths=self.frame_lengths)
+
+    def guided(self, net: torch.nn.Module) -> Callable[..., Any]:
+        """The module's per-step velocity function ((audio, video), t) -> guided (audio, video) velocities."""
+        from avgen.models.harmony.module import HarmonyModule
+
+        # _velocity_fn reads nothing from the module (an empty namespace stands in for it: it would raise if it did)
+        return HarmonyModule._velocity_fn(SimpleNamespace(), net, self.plan, self.guidance, self.cfg, self.anchors,
+                                          torch.ones(1, self.spec["frames"], dtype=torch.bool),
+                                          self.frame_lengths[:1])
+
+    def sample_step(self, bf16: bool = False):
+        """One SyncCFG Euler step: ONE forward of the 3 branches (conditions preprocessed once per sample)."""
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            return self.guided(self.net)(self.x_cfg, self.t_cfg)
+
+    def train_step(self, bf16: bool = False, *, step: bool = True):
+        from avgen.models.harmony.module import HarmonyModule
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            cond = self.spec["conditions"](self.batch, True)
+            losses = HarmonyModule.cross_task_losses(self.recipe, self.net, self.targets, cond, self.t, self.x, self.v)
+        losses["loss"].backward()
+        if step:
+            self.optimizer.step()
+
+    def step_function(self, net: torch.nn.Module) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return self.guided(net), (self.x_cfg, self.t_cfg)
+
+
+def max_difference(a: Any, b: Any) -> float:
+    """max |a - b| over a tensor or a tuple of tensors (Harmony returns audio and video velocities)."""
+    if isinstance(a, torch.Tensor):
+        return (a - b).abs().max().item()
+    return max(max_difference(x, y) for x, y in zip(a, b) if x is not None)
 
 
 def measure(
@@ -327,13 +470,16 @@ def main() -> None:
         after = FAMILIES[family]("avgen", args.quick, args.paper_depth)
         perturb(after["net"])
         specs[family] = after
-        runs = {"after": Runner(after, old_recipe=False, batch=args.batch)}
-        if before_pkg is not None:
+        runner = after.get("runner", Runner)
+        runs = {"after": runner(after, old_recipe=False, batch=args.batch)}
+        if before_pkg is not None and importlib.util.find_spec(f"{before_pkg}.models.{family}") is None:
+            print(f"{after['name']}: not in the tree before issue 15 ({args.before}): before/after n/a", flush=True)
+        elif before_pkg is not None:
             before = FAMILIES[family](before_pkg, args.quick, args.paper_depth)
             before["net"].load_state_dict(after["net"].state_dict())  # same weights, same keys
-            runs["before"] = Runner(before, old_recipe=True, batch=args.batch)
+            runs["before"] = runner(before, old_recipe=True, batch=args.batch)
             with torch.no_grad():
-                diff = (runs["after"].forward() - runs["before"].forward()).abs().max().item()
+                diff = max_difference(runs["after"].forward(), runs["before"].forward())
             print(f"{after['name']}: |after - before| forward = {diff:.2e}", flush=True)
         result = measure(runs, repeats, fp32_only=args.fp32_only, count_aten=True, forward_only=args.forward_only)
         run = runs["after"]
@@ -349,10 +495,11 @@ def main() -> None:
             after = specs[family]
             compiled = dict(after, net=copy.deepcopy(after["net"]))
             compile_blocks(compiled["net"], backend=args.compile)
-            runs = {"eager": Runner(after, old_recipe=False, batch=args.batch),
-                    "compiled": Runner(compiled, old_recipe=False, batch=args.batch)}
+            runner = after.get("runner", Runner)
+            runs = {"eager": runner(after, old_recipe=False, batch=args.batch),
+                    "compiled": runner(compiled, old_recipe=False, batch=args.batch)}
             eager = runs["eager"]
-            for field in ("x", "x1", "t", "cond", "cfg", "x_cfg", "t_cfg"):  # the same inputs: outputs comparable
+            for field in runner.INPUTS:  # the same inputs: outputs comparable
                 setattr(runs["compiled"], field, getattr(eager, field))
             start = time.perf_counter()
             runs["compiled"].forward(), runs["compiled"].sample_step()
@@ -361,7 +508,7 @@ def main() -> None:
             compiled["net"].eval()
             seconds = time.perf_counter() - start
             with torch.no_grad():
-                diff = (runs["compiled"].forward() - runs["eager"].forward()).abs().max().item()
+                diff = max_difference(runs["compiled"].forward(), runs["eager"].forward())
             print(f"\n{after['name']}: compiled ({args.compile}) in {seconds:.0f} s, |compiled - eager| = {diff:.2e}")
             r = measure(runs, repeats, fp32_only=True)
             print(f"  fp32 compiled / eager: forward {r['compiled']['fwd_fp32'] / r['eager']['fwd_fp32']:.2f}, "
@@ -371,17 +518,18 @@ def main() -> None:
                   flush=True)
             # sampling as FlowMatchingModule.step_function compiles it: the whole per-step function, one graph
             whole = copy.deepcopy(after["net"]).eval()
-            step = torch.compile(lambda x, t: whole.predict_velocity(x, t, eager.cfg, None), backend=args.compile)
+            step_fn, step_args = eager.step_function(whole)
+            step = torch.compile(step_fn, backend=args.compile)
             start = time.perf_counter()
             with torch.no_grad():
-                got = step(eager.x_cfg, eager.t_cfg)
+                got = step(*step_args)
                 seconds = time.perf_counter() - start
-                diff = (got - eager.sample_step()).abs().max().item()
+                diff = max_difference(got, eager.sample_step())
             print(f"  whole sampling step compiled in {seconds:.0f} s, |compiled - eager| = {diff:.2e}", flush=True)
             times = {"eager": [], "blocks": [], "whole": []}
             for _ in range(repeats):  # interleaved: the same load for the three
                 for name, fn in (("eager", eager.sample_step), ("blocks", runs["compiled"].sample_step),
-                                 ("whole", lambda: step(eager.x_cfg, eager.t_cfg))):
+                                 ("whole", lambda: step(*step_args))):
                     with torch.no_grad():
                         times[name].append(clocked(fn, 0, 1))
             best = {name: min(values) for name, values in times.items()}
@@ -414,17 +562,19 @@ def print_tables(rows, peak) -> None:
     def ms(v: float) -> str:
         return f"{1000 * v:7.0f}"
 
-    print("\n== absolute (ms; smp = compute seconds per generated second: 25 Euler steps, batched CFG, 1 clip) ==")
+    print(f"\n== absolute (ms; smp = compute seconds per generated second of audio: {SAMPLE_STEPS} Euler steps, batched CFG "
+          f"(2 branches), 1 clip; Harmony: 40 steps, SyncCFG's 3 branches, audio + video generated together) ==")
     print(f"{'network':30s} {'Mparam':>6s} {'fwd32':>7s} {'fwd16':>7s} {'train32':>7s} {'train16':>7s} "
           f"{'smp32':>6s} {'smp16':>6s} {'aten/fwd':>8s}")
     for spec, params, _, r in rows:
         a = r["after"]
-        per_second = SAMPLE_STEPS / spec["seconds"]
+        per_second = spec.get("steps", SAMPLE_STEPS) / spec["seconds"]
         print(f"{spec['name']:30s} {params:6.1f} {ms(a['fwd_fp32'])} {ms(a['fwd_bf16'])} {ms(a['train_fp32'])} "
               f"{ms(a['train_bf16'])} {a['step_fp32'] * per_second:6.2f} {a['step_bf16'] * per_second:6.2f} "
               f"{a['aten_fwd']:8.0f}")
 
-    print("\n== ratios and ceiling (training step = preprocess + forward + backward + AdamW) ==")
+    print("\n== ratios and ceiling (training step = preprocess + forward + backward + AdamW; Harmony: the CTS loss, "
+          "3 x batch rows) ==")
     print(f"{'network':30s} {'fwd16/32':>8s} {'trn16/32':>8s} {'smp16/32':>8s} "
           f"{'train GF/s 32':>14s} {'%ceil32':>7s} {'train GF/s 16':>14s} {'%ceil16':>7s}")
     for spec, _, train_flops, r in rows:
@@ -434,11 +584,14 @@ def print_tables(rows, peak) -> None:
               f"{a['step_bf16'] / a['step_fp32']:8.2f} {g32:14.1f} {100 * g32 / peak['fp32']:6.0f}% "
               f"{g16:14.1f} {100 * g16 / peak['bf16']:6.0f}%")
 
-    if all("before" in r for *_, r in rows):
+    if any("before" in r for *_, r in rows):
         print("\n== after / before issue 15 (same weights; before = the old recipe's all-True mask) ==")
         print(f"{'network':30s} {'fwd32':>6s} {'fwd16':>6s} {'train32':>7s} {'train16':>7s} {'smp32':>6s} {'smp16':>6s} "
               f"{'aten/fwd after/before':>22s}")
         for spec, _, _, r in rows:
+            if "before" not in r:
+                print(f"{spec['name']:30s} {'n/a (not in the tree before issue 15)':>40s}")
+                continue
             a, b = r["after"], r["before"]
             q = lambda k: a[k] / b[k]  # noqa: E731
             print(f"{spec['name']:30s} {q('fwd_fp32'):6.2f} {q('fwd_bf16'):6.2f} {q('train_fp32'):7.2f} "
