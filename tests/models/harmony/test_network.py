@@ -341,3 +341,26 @@ def test_rope_rotations_are_computed_once_per_forward_with_the_same_outputs(mmdi
                 deeper(audio, t_a, _conditions(deeper), **joint)
             counts.append(counter.calls)
     assert counts[0] == counts[1]
+
+
+def test_ti2v_times_per_frame_equal_times_per_token():
+    """The TI2V video times embedded once per latent frame (what Harmony passes) equal Wan's per-token embedding."""
+    network = _network()
+    conditions = _conditions(network)
+    _, video, _, frame_lengths = _latents()
+    t = torch.tensor([0.3, 0.6, 0.1])
+    per_token_x, per_token = ti2v_inputs(video, t, conditions.image_latent)
+    per_frame_x, per_frame = ti2v_inputs(video, t, conditions.image_latent, per_frame=True)
+    assert torch.equal(per_frame_x, per_token_x) and per_frame.shape == (B, FRAMES)
+    assert torch.equal(per_frame.repeat_interleave((H // 2) * (W // 2), dim=1), per_token)
+    wan_conditions = WanVideoConditions(conditions.video_context)
+    with torch.no_grad():
+        by_frame = network.video.embed(per_frame_x, wan_timestep(per_frame), wan_conditions, frame_lengths=frame_lengths)
+        by_token = network.video.embed(per_token_x, wan_timestep(per_token), wan_conditions, frame_lengths=frame_lengths)
+        assert by_frame.e0.shape == by_token.e0.shape == (B, FRAMES * (H // 2) * (W // 2), 6, TINY["video_dim"])
+        torch.testing.assert_close(by_frame.e, by_token.e, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(by_frame.e0, by_token.e0, rtol=1e-6, atol=1e-6)
+        assert not torch.equal(by_frame.e0[:, 0], by_frame.e0[:, -1])  # the clean first frame has its own time
+        torch.testing.assert_close(network.video.predict_velocity(per_frame_x, per_frame, wan_conditions),
+                                   network.video.predict_velocity(per_token_x, per_token, wan_conditions),
+                                   rtol=1e-6, atol=1e-6)

@@ -238,7 +238,7 @@ class HarmonyNetwork(nn.Module):
             raise ValueError("the conditions carry no video prompt: pass video_text_features to preprocess_conditions")
         t = video_t.to(video_x.device)
         if conditions.image_latent is not None:  # Wan2.2 TI2V: clean first frame, its tokens at t = 1
-            video_x, t = ti2v_inputs(video_x, t, conditions.image_latent)
+            video_x, t = ti2v_inputs(video_x, t, conditions.image_latent, per_frame=True)  # time MLPs per frame
         return self.video.embed(video_x, wan_timestep(t), WanVideoConditions(conditions.video_context), frame_lengths=frame_lengths)
 
     def _geometry(self, video: WanTokens, audio: AudioTokens) -> GLDIGeometry:
