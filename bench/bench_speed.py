@@ -1,24 +1,31 @@
 """Speed of every paper's network: fp32 vs bf16 vs compiled, the matmul ceiling, and before/after issue 15.
 
-For FoleyGenEx (MMAudio small_16k shape), AudioGen-Omni and OmniSonic at a mid size, side by side in
-one run (ratios are the point; the machine may be shared, so every ratio is formed from numbers
+For FoleyGenEx (MMAudio small_16k shape), AudioGen-Omni, OmniSonic and Harmony at a mid size, side by
+side in one run (ratios are the point; the machine may be shared, so every ratio is formed from numbers
 timed in the same loop, the fastest of ``--repeats`` calls):
 
 * forward and training step (preprocess + forward + backward + AdamW): fp32, bf16 autocast and
   ``torch.compile``d blocks (``avgen.nn.blocks.compile_blocks``; fp32); the sampling step also compiled
   whole (one graph per step, as ``compile: true`` sampling does);
-* sampling: seconds of compute per generated second of audio (25 Euler steps, batched CFG);
+* sampling: seconds of compute per generated second of audio (25 Euler steps, batched CFG: 2 branches
+  in one forward). Harmony generates audio and video together; its column times its real step
+  (:class:`HarmonyRunner`: SyncCFG's 3 branches in one forward, 40 steps, Supp §2) and still divides
+  by the seconds of *audio* generated;
 * aten calls per forward (a ``TorchDispatchMode`` counter);
 * achieved GFLOP/s of the training step (FLOPs from ``torch.utils.flop_counter``) as a fraction of
   the measured ceiling: the faster of a plain matmul and a kernel-1 Conv1d of the same FLOPs, per dtype;
 * before / after: the same network built from the source tree *before* issue 15 (git revision
   ``--before``, extracted to a temp dir and imported side by side as ``avgen_before``), same
   weights, called as the old recipe called it (an all-True latent mask), against today's (no mask
-  when every frame is valid).
+  when every frame is valid). Harmony was added after that revision: its row says n/a.
+
+Harmony's training step is its Cross-Task Synergy loss (3 x batch rows in one forward) and its
+forward runs both branches with the GLDI layers; its compiled column only with
+``--compile-families harmony`` (the trace takes minutes on a small CPU).
 
     python bench/bench_speed.py [--quick] [--threads 2] [--repeats 5] [--compile inductor|aot_eager|none]
-        [--compile-families foleygenex,audiogen_omni,omnisonic] [--before 001d644] [--families ...]
-        [--paper-depth --forward-only]
+        [--compile-families foleygenex,audiogen_omni,omnisonic,harmony] [--before 001d644] [--families ...]
+        [--paper-depth --forward-only] [--profile --families harmony]
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import collections
 import copy
 import importlib
 import importlib.util
+import itertools
 import math
 import re
 import subprocess
@@ -68,6 +76,14 @@ def import_before(rev: str) -> str:
         path.write_text(pattern.sub(r"\1 avgen_before", path.read_text()))
     sys.path.insert(0, str(root))
     return "avgen_before"
+
+
+def module_exists(name: str) -> bool:
+    """Whether module ``name`` is in the tree (Harmony's package existed before issue 15, its network did not)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 # ----------------------------------------------------------------------------- counters
@@ -424,22 +440,26 @@ def measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="1+1 blocks, 4-s clips (a smoke run)")
+    parser.add_argument("--quick", action="store_true",
+                        help="1+1 blocks, 4-s clips; Harmony 2 layer pairs, 2.04 s (a smoke run)")
     parser.add_argument("--paper-depth", action="store_true",
-                        help="the papers' depths (FoleyGenEx 4+8, AudioGen-Omni 8+16, OmniSonic 28) at the bench widths")
+                        help="the papers' depths (FoleyGenEx 4+8, AudioGen-Omni 8+16, OmniSonic 28, Harmony 30 pairs) "
+                             "at the bench widths")
     parser.add_argument("--forward-only", action="store_true",
                         help="only the forward columns (sampling step and training NaN): for --paper-depth rows")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=2, help="training / forward batch (sampling: 1 clip, 2 CFG branches)")
-    parser.add_argument("--families", default=",".join(FAMILIES), help=f"subset of {','.join(FAMILIES)}")
+    parser.add_argument("--batch", type=int, default=2, help="training / forward batch (sampling: 1 clip, 2 CFG branches; Harmony: 3 SyncCFG branches)")
+    parser.add_argument("--families", default=None,
+                        help=f"subset of {','.join(FAMILIES)} (default: all; with --profile: foleygenex)")
     parser.add_argument("--fp32-only", action="store_true",
                         help="skip the bf16 columns (NaN): without bf16 instructions they dominate the run")
     parser.add_argument("--compile", default="inductor", help="torch.compile backend for the compiled column, or none")
     parser.add_argument("--compile-families", default="foleygenex",
                         help="families whose compiled column is measured (inductor compiles take minutes on a small CPU)")
     parser.add_argument("--profile", action="store_true",
-                        help="only the ceilings and a torch.profiler breakdown of one FoleyGenEx forward, fp32 vs bf16")
+                        help="only the ceilings and a torch.profiler breakdown of one forward and one sampling step, "
+                             "fp32 vs bf16, per family in --families")
     parser.add_argument("--before", default=BEFORE_REV, help="git revision of the tree before issue 15; 'none' skips")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time by this process's CPU seconds with 1 thread (robust to other processes on a shared CPU)")
@@ -457,7 +477,8 @@ def main() -> None:
     peak = {"fp32": max(ceiling["matmul_fp32"], ceiling["conv1d_fp32"]),
             "bf16": max(ceiling["matmul_bf16"], ceiling["conv1d_bf16"])}
     if args.profile:
-        profile_forward(args.quick)
+        for family in (args.families or "foleygenex").split(","):
+            profile_forward(family, args.quick, args.fp32_only)
         return
     before_pkg = None if args.before == "none" else import_before(args.before)
 
@@ -465,14 +486,14 @@ def main() -> None:
 
     rows = []
     specs = {}
-    for family in args.families.split(","):
+    for family in (args.families or ",".join(FAMILIES)).split(","):
         torch.manual_seed(0)
         after = FAMILIES[family]("avgen", args.quick, args.paper_depth)
         perturb(after["net"])
         specs[family] = after
         runner = after.get("runner", Runner)
         runs = {"after": runner(after, old_recipe=False, batch=args.batch)}
-        if before_pkg is not None and importlib.util.find_spec(f"{before_pkg}.models.{family}") is None:
+        if before_pkg is not None and not module_exists(f"{before_pkg}.models.{family}.network"):
             print(f"{after['name']}: not in the tree before issue 15 ({args.before}): before/after n/a", flush=True)
         elif before_pkg is not None:
             before = FAMILIES[family](before_pkg, args.quick, args.paper_depth)
@@ -538,22 +559,23 @@ def main() -> None:
                   flush=True)
 
 
-def profile_forward(quick: bool) -> None:
-    """Where a forward's time goes, fp32 vs bf16 autocast: self CPU time per aten op (top 8)."""
+def profile_forward(family: str, quick: bool, fp32_only: bool = False) -> None:
+    """Where a forward's and a sampling step's time goes, fp32 vs bf16 autocast: self CPU time per aten op (top 12)."""
     from torch.profiler import ProfilerActivity, profile
 
-    spec = foleygenex("avgen", quick)
+    spec = FAMILIES[family]("avgen", quick)
     perturb(spec["net"])
-    run = Runner(spec, old_recipe=False, batch=2)
+    run = spec.get("runner", Runner)(spec, old_recipe=False, batch=2)
     run.net.eval()
-    for bf16 in (False, True):
-        run.forward(bf16)
+    for (what, fn), bf16 in itertools.product((("forward", run.forward), ("sampling step", run.sample_step)),
+                                              (False,) if fp32_only else (False, True)):
+        fn(bf16)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            run.forward(bf16)
+            fn(bf16)
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         total = sum(e.self_cpu_time_total for e in events)
-        print(f"\n{'bf16' if bf16 else 'fp32'} forward: {total / 1e3:.0f} ms self CPU in total")
-        for e in events[:8]:
+        print(f"\n{spec['name']}, {'bf16' if bf16 else 'fp32'} {what}: {total / 1e3:.0f} ms self CPU in total")
+        for e in events[:12]:
             print(f"  {e.key:45s} {e.count:5d} calls {e.self_cpu_time_total / 1e3:8.1f} ms "
                   f"{100 * e.self_cpu_time_total / total:5.1f}%")
 
