@@ -508,7 +508,7 @@ def main() -> None:
         train_flops = float("nan") if args.forward_only else flops(lambda: run.train_step(step=False))
         params = sum(p.numel() for p in after["net"].parameters()) / 1e6
         rows.append((after, params, train_flops, result))
-        print_tables(rows, peak)  # after every family: a long run that is cut short still reports
+        print_tables(rows, peak, before_pkg is not None)  # after every family: a long run that is cut short still reports
 
     # compiled blocks last (inductor compiles take minutes on a small CPU), timed against eager in one loop
     if args.compile != "none":
@@ -580,7 +580,8 @@ def profile_forward(family: str, quick: bool, fp32_only: bool = False) -> None:
                   f"{100 * e.self_cpu_time_total / total:5.1f}%")
 
 
-def print_tables(rows, peak) -> None:
+def print_tables(rows, peak, before: bool = False) -> None:
+    """The tables so far; ``before``: the after/before table too (n/a for a network the old tree lacks)."""
     def ms(v: float) -> str:
         return f"{1000 * v:7.0f}"
 
@@ -606,7 +607,7 @@ def print_tables(rows, peak) -> None:
               f"{a['step_bf16'] / a['step_fp32']:8.2f} {g32:14.1f} {100 * g32 / peak['fp32']:6.0f}% "
               f"{g16:14.1f} {100 * g16 / peak['bf16']:6.0f}%")
 
-    if any("before" in r for *_, r in rows):
+    if before:
         print("\n== after / before issue 15 (same weights; before = the old recipe's all-True mask) ==")
         print(f"{'network':30s} {'fwd32':>6s} {'fwd16':>6s} {'train32':>7s} {'train16':>7s} {'smp32':>6s} {'smp16':>6s} "
               f"{'aten/fwd after/before':>22s}")
