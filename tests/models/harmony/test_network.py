@@ -294,3 +294,73 @@ def test_a_padded_short_clip_equals_the_clip_alone():
         alone = network(audio[1:2, :7], t[1:2], row, video_x=video[1:2, :2], video_t=t[1:2])
     torch.testing.assert_close(batched[0][1, :7], alone[0][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(batched[1][1, :2], alone[1][0], atol=1e-5, rtol=1e-5)
+
+
+def _forward_with_raw_angles(network, audio_x, audio_t, conditions, **kwargs):
+    """HarmonyNetwork.forward before the RoPE rotations were precomputed: the raw angles go to every attention."""
+    audio = network._embed_audio(audio_x, audio_t, conditions, kwargs.get("audio_mask"))
+    if kwargs.get("video_x") is None:
+        return -network.audio.final_layer(network.audio.run_blocks(audio), audio), None
+    video = network._embed_video(kwargs["video_x"], kwargs["video_t"], conditions, kwargs.get("video_frame_lengths"))
+    geometry = network._geometry(video, audio)
+    a, v = audio.x, video.tokens
+    for index in range(len(network.gldi)):
+        a, v = network.layer_pair(index, a, v, audio, video, geometry)
+    return -network.audio.final_layer(a, audio), -network.video.final_layer(v, video.e, video.grid)
+
+
+class _TrigCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls += func in (torch.ops.aten.cos.default, torch.ops.aten.sin.default)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("mmdit, gldi", [("single", "on"), ("dual", "off")])
+def test_rope_rotations_are_computed_once_per_forward_with_the_same_outputs(mmdit, gldi):
+    network = _network(randomize_gldi=True, audio_mmdit=mmdit, gldi=gldi)
+    conditions = _conditions(network)
+    audio, video, audio_mask, frame_lengths = _latents()
+    t_a, t_v = torch.tensor([0.2, 0.5, 0.9]), torch.tensor([0.3, 0.6, 0.1])
+    joint = dict(video_x=video, video_t=t_v, audio_mask=audio_mask, video_frame_lengths=frame_lengths)
+    with torch.no_grad():
+        for kwargs in (joint, dict(audio_mask=audio_mask)):  # both branches with GLDI, and the audio branch alone
+            got = network(audio, t_a, conditions, **kwargs)
+            expected = _forward_with_raw_angles(network, audio, t_a, conditions, **kwargs)
+            for g, e in zip(got, expected):
+                assert (g is None and e is None) or torch.equal(g, e)
+        # cos / sin: the time embeddings and one rotation per RoPE site, whatever the depth (not one per attention)
+        counts = []
+        for layers in (2, 4):
+            deeper = _network(randomize_gldi=True, audio_mmdit=mmdit, gldi=gldi,
+                              video_num_layers=layers, audio_num_layers=layers)
+            with _TrigCounter() as counter:
+                deeper(audio, t_a, _conditions(deeper), **joint)
+            counts.append(counter.calls)
+    assert counts[0] == counts[1]
+
+
+def test_ti2v_times_per_frame_equal_times_per_token():
+    """The TI2V video times embedded once per latent frame (what Harmony passes) equal Wan's per-token embedding."""
+    network = _network()
+    conditions = _conditions(network)
+    _, video, _, frame_lengths = _latents()
+    t = torch.tensor([0.3, 0.6, 0.1])
+    per_token_x, per_token = ti2v_inputs(video, t, conditions.image_latent)
+    per_frame_x, per_frame = ti2v_inputs(video, t, conditions.image_latent, per_frame=True)
+    assert torch.equal(per_frame_x, per_token_x) and per_frame.shape == (B, FRAMES)
+    assert torch.equal(per_frame.repeat_interleave((H // 2) * (W // 2), dim=1), per_token)
+    wan_conditions = WanVideoConditions(conditions.video_context)
+    with torch.no_grad():
+        by_frame = network.video.embed(per_frame_x, wan_timestep(per_frame), wan_conditions, frame_lengths=frame_lengths)
+        by_token = network.video.embed(per_token_x, wan_timestep(per_token), wan_conditions, frame_lengths=frame_lengths)
+        assert by_frame.e0.shape == by_token.e0.shape == (B, FRAMES * (H // 2) * (W // 2), 6, TINY["video_dim"])
+        torch.testing.assert_close(by_frame.e, by_token.e, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(by_frame.e0, by_token.e0, rtol=1e-6, atol=1e-6)
+        assert not torch.equal(by_frame.e0[:, 0], by_frame.e0[:, -1])  # the clean first frame has its own time
+        torch.testing.assert_close(network.video.predict_velocity(per_frame_x, per_frame, wan_conditions),
+                                   network.video.predict_velocity(per_token_x, per_token, wan_conditions),
+                                   rtol=1e-6, atol=1e-6)

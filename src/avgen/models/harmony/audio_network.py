@@ -55,6 +55,7 @@ from avgen.nn import (
     joint_attention,
     ChannelLastConv1d,
     ConvMLP,
+    RopeRotation,
     TimestepEmbedding,
     mmaudio_hidden_dim,
     modulate,
@@ -119,6 +120,13 @@ class AudioTokens:
         return slice(self.lengths[0], self.lengths[0] + self.lengths[1])
 
 
+def _rope_span(angles: Tensor | RopeRotation, span: slice) -> Tensor | RopeRotation:
+    """The tokens ``span`` of RoPE angles (..., L, r/2) or of their precomputed rotation (..., L, r)."""
+    if isinstance(angles, RopeRotation):
+        return RopeRotation(angles.cos[..., span, :], angles.sin[..., span, :])
+    return angles[..., span, :]
+
+
 class DualStreamWanBlock(nn.Module):
     """SD3-style two-stream block built from two Wan blocks without cross-attention (``audio_mmdit: dual``).
 
@@ -142,7 +150,7 @@ class DualStreamWanBlock(nn.Module):
         for block, part, e0_part, span in zip((self.audio, self.text), parts, e0_parts, spans):
             shift1, scale1, gate1 = block.modulation_terms(e0_part, 0)
             h = modulate(_layer_norm_fp32(part, eps=self.eps), shift1, scale1).to(dtype)
-            qkvs.append(block.self_attn.project(h, query_angles=angles[..., span, :]))
+            qkvs.append(block.self_attn.project(h, query_angles=_rope_span(angles, span)))
             gates.append(gate1)
         key_masks = None if mask is None else (mask[:, :split], mask[:, split:])
         outs = joint_attention(qkvs, key_masks)

@@ -86,21 +86,23 @@ def wan_timestep(t: Tensor) -> Tensor:
     return 1000.0 * (1.0 - t.float())
 
 
-def ti2v_inputs(x_t: Tensor, t: Tensor, image_latent: Tensor) -> tuple[Tensor, Tensor]:
+def ti2v_inputs(x_t: Tensor, t: Tensor, image_latent: Tensor, *, per_frame: bool = False) -> tuple[Tensor, Tensor]:
     """Wan2.2 TI2V image conditioning in avgen time (``textimage2video.py``: ``masks_like``).
 
     The first latent frame of x_t (B, T, C, h, w) is replaced by the clean image latent
     (B, 1, C, h, w) or (B, C, h, w), and its tokens get avgen time t = 1 (clean, Wan timestep 0).
-    t (B,) -> per-token times (B, T * h/2 * w/2) for a (1, 2, 2) patch.
+    t (B,) -> per-token times (B, T * h/2 * w/2) for a (1, 2, 2) patch, or with ``per_frame`` the
+    per-frame times (B, T) they repeat (:meth:`WanVideoNetwork.embed` takes either; per frame, the
+    time MLPs run on T rows instead of T * h/2 * w/2 identical ones).
     """
     if image_latent.dim() == 4:
         image_latent = image_latent.unsqueeze(1)
     batch, frames, _, height, width = x_t.shape
     x_t = torch.cat((image_latent.to(x_t.dtype), x_t[:, 1:]), dim=1)
     tokens_per_frame = (height // 2) * (width // 2)
-    per_frame = t.float()[:, None].expand(batch, frames).clone()
-    per_frame[:, 0] = 1.0
-    return x_t, per_frame.repeat_interleave(tokens_per_frame, dim=1)
+    frame_times = t.float()[:, None].expand(batch, frames).clone()
+    frame_times[:, 0] = 1.0
+    return x_t, frame_times if per_frame else frame_times.repeat_interleave(tokens_per_frame, dim=1)
 
 
 @dataclass
@@ -335,13 +337,21 @@ class WanVideoNetwork(nn.Module):
         )
 
     # ------------------------------------------------------------------ forward
-    def time_embeddings(self, wan_timesteps: Tensor, num_tokens: int) -> tuple[Tensor, Tensor]:
-        """Wan timesteps (B,) or (B, L) -> e (B, L|1, D) and e0 (B, L|1, 6, D), shared by all blocks."""
+    def time_embeddings(
+        self, wan_timesteps: Tensor, num_tokens: int, tokens_per_frame: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Wan timesteps (B,), per token (B, L) or, given ``tokens_per_frame``, per token frame (B, L / tokens_per_frame)
+        -> e (B, L|1, D) and e0 (B, L|1, 6, D), shared by all blocks. Per frame, the embeddings are computed
+        once per frame and repeated over its tokens (the same values as per token)."""
         if wan_timesteps.dim() == 1:
             wan_timesteps = wan_timesteps[:, None]
+        elif (wan_timesteps.dim() == 2 and tokens_per_frame and wan_timesteps.shape[1] != num_tokens
+              and wan_timesteps.shape[1] * tokens_per_frame == num_tokens):
+            e, e0 = self.time_embeddings(wan_timesteps, wan_timesteps.shape[1])
+            return e.repeat_interleave(tokens_per_frame, dim=1), e0.repeat_interleave(tokens_per_frame, dim=1)
         elif wan_timesteps.dim() != 2 or wan_timesteps.shape[1] != num_tokens:
             raise ValueError(
-                f"timesteps must be (B,) or per token (B, {num_tokens}), got {tuple(wan_timesteps.shape)}"
+                f"timesteps must be (B,), per token (B, {num_tokens}) or per token frame, got {tuple(wan_timesteps.shape)}"
             )
         e = self.time_embedding(wan_timesteps)  # sinusoid in fp32 -> MLP
         # the projection may run in a lower precision than the (fp32-kept) time embedding, as in diffusers
@@ -359,7 +369,7 @@ class WanVideoNetwork(nn.Module):
         tokens = self.patchify(x)
         num_tokens = tokens.shape[1]
         angles = rope_3d_angles(*grid, self.head_dim, self.rope_theta, device=x.device)
-        e, e0 = self.time_embeddings(wan_timesteps.to(x.device), num_tokens)
+        e, e0 = self.time_embeddings(wan_timesteps.to(x.device), num_tokens, tokens_per_frame=grid[1] * grid[2])
         mask, token_frames = None, None
         if frame_lengths is not None:
             frame_of_token = torch.arange(grid[0], device=x.device).repeat_interleave(grid[1] * grid[2])
@@ -403,7 +413,7 @@ class WanVideoNetwork(nn.Module):
     ) -> Tensor:
         """avgen velocity x1 - x0 at avgen time t: -wan_forward(x_t, 1000 * (1 - t)).
 
-        x_t (B, T, C, h, w); t (B,) or per token (B, L) in [0, 1] (data at t = 1).
+        x_t (B, T, C, h, w); t (B,), per token (B, L) or per token frame (B, T) in [0, 1] (data at t = 1).
         """
         return -self.wan_forward(x_t, wan_timestep(t), conditions, frame_lengths=frame_lengths)
 
