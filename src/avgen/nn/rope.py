@@ -101,6 +101,11 @@ class RopeRotation(NamedTuple):
     sin: Tensor
     turn: Tensor | None = None
 
+    def tokens(self, span: slice) -> RopeRotation:
+        """The rotation of the positions ``span`` (a slice of the L axis) of every field."""
+        turn = None if self.turn is None else self.turn[..., span, :]
+        return RopeRotation(self.cos[..., span, :], self.sin[..., span, :], turn)
+
     @property
     def pairs(self) -> int:
         """Rotated channel pairs (r / 2), as ``angles.shape[-1]``."""

@@ -123,7 +123,7 @@ class AudioTokens:
 def _rope_span(angles: Tensor | RopeRotation, span: slice) -> Tensor | RopeRotation:
     """The tokens ``span`` of RoPE angles (..., L, r/2) or of their precomputed rotation (..., L, r)."""
     if isinstance(angles, RopeRotation):
-        return RopeRotation(angles.cos[..., span, :], angles.sin[..., span, :])
+        return angles.tokens(span)
     return angles[..., span, :]
 
 
