@@ -313,8 +313,8 @@ class Runner:
 class HarmonyRunner(Runner):
     """Harmony's steps as its module runs them (``models/harmony/module.py``), both modalities in every call.
 
-    * forward: the joint task, audio and video noisy at the same t, with the masks the module always
-      passes (an audio mask and the video frame lengths, all valid here);
+    * forward: the joint task, audio and video noisy at the same t, without masks (nothing is padded here,
+      and the module then passes none);
     * sampling step: SyncCFG's joint plan (Eq. 9-10), THREE branches in one forward (J: both noisy,
       M: mute-audio anchor, S: static-video anchor), built by the module's own ``_velocity_fn`` and
       ``HarmonyGuidance`` (the combine included), one clip;
@@ -362,8 +362,8 @@ class HarmonyRunner(Runner):
 
     def forward(self, bf16: bool = False):
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return self.net(self.x, self.t, self.cond, video_x=self.v, video_t=self.t, audio_mask=self.mask,
-                            video_frame_lengths=self.frame_lengths)
+            # nothing padded: no masks, as the module's training and sampling pass them
+            return self.net(self.x, self.t, self.cond, video_x=self.v, video_t=self.t)
 
     def guided(self, net: torch.nn.Module) -> Callable[..., Any]:
         """The module's per-step velocity function ((audio, video), t) -> guided (audio, video) velocities."""
@@ -372,7 +372,7 @@ class HarmonyRunner(Runner):
         # _velocity_fn reads nothing from the module (an empty namespace stands in for it: it would raise if it did)
         return HarmonyModule._velocity_fn(SimpleNamespace(), net, self.plan, self.guidance, self.cfg, self.anchors,
                                           torch.ones(1, self.spec["frames"], dtype=torch.bool),
-                                          self.frame_lengths[:1])
+                                          self.frame_lengths[:1], self.v.shape[1])
 
     def sample_step(self, bf16: bool = False):
         """One SyncCFG Euler step: ONE forward of the 3 branches (conditions preprocessed once per sample)."""

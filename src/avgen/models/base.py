@@ -64,7 +64,7 @@ def _primitive(value: Any) -> bool:
     return False
 
 
-def _unless_all_valid(mask: Tensor | None) -> Tensor | None:
+def unless_all_valid(mask: Tensor | None) -> Tensor | None:
     """None when every frame is valid: the network then takes its unmasked paths (plain attention,
     no zeroing before convolutions), which compute the same numbers with fewer ops."""
     return None if mask is None or bool(mask.all()) else mask
@@ -368,7 +368,7 @@ class FlowMatchingModule(L.LightningModule):
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         t = self.time_sampler(batch_size, device=x1.device, generator=generator)
         x_t = interpolate(x0, x1, t)
-        v, logs = self.velocity_and_logs(self.network, x_t, t, conditions, _unless_all_valid(latent_mask))
+        v, logs = self.velocity_and_logs(self.network, x_t, t, conditions, unless_all_valid(latent_mask))
         frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)
         loss = flow_matching_loss(v.float(), target_velocity(x0, x1).float(), frame_mask)
         self.log("train/loss", loss, prog_bar=True, batch_size=batch_size)
@@ -428,7 +428,7 @@ class FlowMatchingModule(L.LightningModule):
         conditions = self.make_conditions(network, encoded, batch, latent_length=num_latents, branch="conditional")
         generator = torch.Generator().manual_seed(self.val_seed + batch_idx)
         frame_mask = self._loss_mask(batch, x1, latent_mask, encoded)
-        network_mask = _unless_all_valid(latent_mask)
+        network_mask = unless_all_valid(latent_mask)
         losses, logs = [], {}
         for k in range(self.num_val_time_bins):
             # Fresh seeded noise per bin on the CPU generator: identical across devices and epochs.
@@ -491,7 +491,7 @@ class FlowMatchingModule(L.LightningModule):
         generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
         x0 = self.initial_noise((len(batch), num_latents, self.codec.latent_channels), generator, options)
         times = sampling_times(num_steps, self.sampling_shift).to(self.device)
-        latents = self.solve_flow(batch, encoded, x0, times, options=options, latent_mask=_unless_all_valid(latent_mask),
+        latents = self.solve_flow(batch, encoded, x0, times, options=options, latent_mask=unless_all_valid(latent_mask),
                                   progress=progress)
         return latents, lengths, num_samples
 

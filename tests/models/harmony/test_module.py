@@ -108,6 +108,41 @@ def test_cts_is_three_separate_forwards_combined_by_eq_3(model, batch):
     torch.testing.assert_close(only_joint, joint, rtol=1e-4, atol=1e-5)
 
 
+class WithFullMasks(Recorder):
+    """Puts back the all-valid masks the module leaves out, to compare the masked path with the unmasked one."""
+
+    def __init__(self, network, num_latents: int, num_frames: int):
+        super().__init__(network)
+        self.num_latents, self.num_frames = num_latents, num_frames
+
+    def forward(self, audio_x, audio_t, conditions, **kwargs):
+        rows = audio_x.shape[0]
+        kwargs["audio_mask"] = torch.ones(rows, self.num_latents, dtype=torch.bool)
+        if kwargs.get("video_x") is not None:
+            kwargs["video_frame_lengths"] = torch.full((rows,), self.num_frames)
+        return super().forward(audio_x, audio_t, conditions, **kwargs)
+
+
+def test_nothing_padded_passes_no_masks_and_gives_the_masked_loss(model, batch):
+    targets, conditions, t, na, nv = _inputs(model, batch)
+    num_latents, num_frames = targets.audio.shape[1], targets.video.shape[1]
+    full = dataclasses.replace(targets, audio_mask=torch.ones_like(targets.audio_mask),
+                               video_frame_lengths=torch.full_like(targets.video_frame_lengths, num_frames))
+    for mode in ("sum", "split"):
+        recorder = Recorder(model.network)
+        loss = model.cross_task_losses(recorder, full, conditions, t, na, nv, mode=mode, tasks=torch.tensor([0, 1, 2]))
+        assert recorder.calls[0]["audio_mask"] is None and recorder.calls[0]["video_frame_lengths"] is None
+        masked = model.cross_task_losses(WithFullMasks(model.network, num_latents, num_frames), full, conditions, t,
+                                         na, nv, mode=mode, tasks=torch.tensor([0, 1, 2]))
+        torch.testing.assert_close(loss["loss"], masked["loss"], rtol=1e-5, atol=1e-6)
+    # one padded sample keeps the masks
+    recorder = Recorder(model.network)
+    padded = dataclasses.replace(full, video_frame_lengths=torch.tensor([num_frames, num_frames - 1, num_frames]))
+    model.cross_task_losses(recorder, padded, conditions, t, na, nv, mode="sum")
+    assert recorder.calls[0]["audio_mask"] is None
+    assert torch.equal(recorder.calls[0]["video_frame_lengths"], padded.video_frame_lengths.repeat(3))
+
+
 def test_driven_terms_feed_the_driving_modality_clean_at_t_1(model, batch):
     targets, conditions, t, na, nv = _inputs(model, batch)
     recorder = Recorder(model.network)

@@ -55,7 +55,7 @@ from avgen.conditioning._common import building_on_meta
 from avgen.conditioning.t5 import T5TextEncoder
 from avgen.data.batch import AVBatch, length_mask
 from avgen.flow import concat_conditions, euler_sample, flow_matching_loss, frame_losses, interpolate, sampling_times
-from avgen.models.base import FlowMatchingModule
+from avgen.models.base import FlowMatchingModule, unless_all_valid
 from avgen.models.generation import GenerationRequest, SamplingOptions
 from avgen.models.harmony import network as _network  # noqa: F401  (registers the harmony* presets)
 from avgen.models.harmony.sync_cfg import HarmonyGuidance, guidance_plan
@@ -534,13 +534,17 @@ class HarmonyModule(FlowMatchingModule):
         """
         mode = self.cts_mode if mode is None else mode
         xa1, amask = targets.audio, targets.audio_loss_mask
+        # nothing padded: no masks, the networks' unmasked paths (the same numbers, fewer ops)
+        audio_mask = unless_all_valid(targets.audio_mask)
+        frame_lengths = None if targets.video is None else _unless_all_frames(targets.video_frame_lengths,
+                                                                               targets.video.shape[1])
         xa_t = interpolate(audio_noise, xa1, t)
         ua = (xa1 - audio_noise).float()
         if targets.video is None or not getattr(network, "has_video", False):
-            va, _ = network(xa_t, t, conditions, audio_mask=targets.audio_mask)
+            va, _ = network(xa_t, t, conditions, audio_mask=audio_mask)
             loss = flow_matching_loss(va.float(), ua, amask)
             return {"loss": loss, "loss_audio": loss.detach()}
-        xv1, vmask, frame_lengths = targets.video, targets.video_loss_mask, targets.video_frame_lengths
+        xv1, vmask = targets.video, targets.video_loss_mask
         xv_t = interpolate(video_noise, xv1, t)
         uv = (xv1 - video_noise).float()
         ones = torch.ones_like(t)
@@ -549,7 +553,7 @@ class HarmonyModule(FlowMatchingModule):
             audio_x, audio_t = torch.cat([xa_t, xa1, xa_t]), torch.cat([t, ones, t])
             video_x, video_t = torch.cat([xv_t, xv_t, xv1]), torch.cat([t, t, ones])
             va, vv = network(audio_x, audio_t, concat_conditions([conditions] * 3), video_x=video_x, video_t=video_t,
-                             audio_mask=targets.audio_mask.repeat(3, 1), video_frame_lengths=frame_lengths.repeat(3))
+                             audio_mask=_repeat(audio_mask, 3), video_frame_lengths=_repeat(frame_lengths, 3))
             va_joint, _, va_driven = va.float().chunk(3)
             vv_joint, vv_driven, _ = vv.float().chunk(3)
             joint_video, joint_audio = flow_matching_loss(vv_joint, uv, vmask), flow_matching_loss(va_joint, ua, amask)
@@ -563,7 +567,7 @@ class HarmonyModule(FlowMatchingModule):
             audio_x = torch.where(audio_clean.view(-1, 1, 1), xa1, xa_t)
             video_x = torch.where(video_clean.view(-1, 1, 1, 1, 1), xv1, xv_t)
             va, vv = network(audio_x, torch.where(audio_clean, ones, t), conditions, video_x=video_x,
-                             video_t=torch.where(video_clean, ones, t), audio_mask=targets.audio_mask,
+                             video_t=torch.where(video_clean, ones, t), audio_mask=audio_mask,
                              video_frame_lengths=frame_lengths)
             per_video = _per_sample_mse(vv.float(), uv, vmask)
             per_audio = _per_sample_mse(va.float(), ua, amask)
@@ -732,7 +736,8 @@ class HarmonyModule(FlowMatchingModule):
             self.make_conditions(network, encoded, batch, latent_length=num_latents, branch=b.text, options=options)
             for b in plan
         ])
-        velocity_fn = self._velocity_fn(network, plan, guidance, branch_conditions, anchors, audio_mask, frame_lengths)
+        velocity_fn = self._velocity_fn(network, plan, guidance, branch_conditions, anchors, audio_mask, frame_lengths,
+                                        num_video_latents)
         times = sampling_times(num_steps, shift).to(device)
         state = (xa,) if xv is None else (xa, xv)
         state = euler_sample(self.step_function(velocity_fn), state, times, progress=progress)
@@ -769,11 +774,15 @@ class HarmonyModule(FlowMatchingModule):
         return anchors
 
     def _velocity_fn(self, network, plan, guidance: HarmonyGuidance, conditions: Any, anchors: dict[str, Tensor],
-                     audio_mask: Tensor, frame_lengths: Tensor | None):
-        """velocity_fn((xa[, xv]), t) for the Euler solver: every branch of the plan in ONE forward."""
+                     audio_mask: Tensor, frame_lengths: Tensor | None, num_video_latents: int | None = None):
+        """velocity_fn((xa[, xv]), t) for the Euler solver: every branch of the plan in ONE forward.
+
+        Masks are decided once per sample, outside the step: none when nothing is padded (the audio mask
+        all True, every video as long as ``num_video_latents``), so the network takes its unmasked paths.
+        """
         branches = len(plan)
-        audio_mask_all = audio_mask.repeat(branches, 1)
-        lengths_all = None if frame_lengths is None else frame_lengths.repeat(branches)
+        audio_mask_all = _repeat(unless_all_valid(audio_mask), branches)
+        lengths_all = _repeat(_unless_all_frames(frame_lengths, num_video_latents), branches)
 
         def inputs(source: str | None, state: Tensor | None, anchor: Tensor | None, t: Tensor) -> tuple[Tensor | None, Tensor]:
             if source == "noisy":
@@ -843,3 +852,17 @@ def _wan_video_codec(name_or_path: str) -> VideoCodec:
 
         return WanVideoCodec(AutoencoderKLWan(**WAN22_VAE_CONFIG))
     return WanVideoCodec.from_pretrained(name_or_path)
+
+
+def _unless_all_frames(frame_lengths: Tensor | None, num_frames: int | None) -> Tensor | None:
+    """None when every video has all ``num_frames`` latent frames (no frame is padded), else the lengths."""
+    if frame_lengths is None or num_frames is None or not bool((frame_lengths >= num_frames).all()):
+        return frame_lengths
+    return None
+
+
+def _repeat(value: Tensor | None, times: int) -> Tensor | None:
+    """A per-sample mask / length tensor repeated for ``times`` stacked row groups (None stays None)."""
+    if value is None:
+        return None
+    return value.repeat(times, *([1] * (value.dim() - 1)))
