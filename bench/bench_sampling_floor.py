@@ -17,7 +17,9 @@ element-wise work can reach. Per family, in one run with this process's CPU seco
   (on a GPU: bf16 tensor cores, where the element-wise share is larger, see DEVELOPERS.md);
 * the kernels' achieved GFLOP/s against the fp32 matmul ceiling, i.e. how much faster they could run.
 
-    python bench/bench_sampling_floor.py [--families foleygenex,audiogen_omni,omnisonic] [--repeats 5]
+Harmony (added after that revision; its step is SyncCFG's 3 branches, 5-s clip) has no before: nan.
+
+    python bench/bench_sampling_floor.py [--families foleygenex,audiogen_omni,omnisonic,harmony] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ def kernel_share(step) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--families", default="foleygenex,audiogen_omni,omnisonic")
+    parser.add_argument("--families", default=",".join(speed.FAMILIES))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--before", default=speed.BEFORE_REV, help="git revision of the tree before issue 15")
     args = parser.parse_args()
@@ -55,15 +57,15 @@ def main() -> None:
     peak = max(ceiling["matmul_fp32"], ceiling["conv1d_fp32"])
     print(f"torch {torch.__version__}, 1 thread, CPU seconds, fastest of {args.repeats}; fp32 ceiling {peak:.1f} GFLOP/s")
     before_pkg = speed.import_before(args.before)
-    rows = []
     for family in args.families.split(","):
         torch.manual_seed(0)
         after = speed.FAMILIES[family]("avgen", False)
         speed.perturb(after["net"])
-        before = speed.FAMILIES[family](before_pkg, False)
-        before["net"].load_state_dict(after["net"].state_dict())
-        runs = {"after": speed.Runner(after, old_recipe=False, batch=2),
-                "before": speed.Runner(before, old_recipe=True, batch=2)}
+        runs = {"after": after.get("runner", speed.Runner)(after, old_recipe=False, batch=2)}
+        if speed.module_exists(f"{before_pkg}.models.{family}.network"):  # Harmony came after issue 15's base
+            before = speed.FAMILIES[family](before_pkg, False)
+            before["net"].load_state_dict(after["net"].state_dict())
+            runs["before"] = speed.Runner(before, old_recipe=True, batch=2)
         for run in runs.values():
             run.net.eval()
         times = {name: [] for name in runs}
@@ -74,10 +76,10 @@ def main() -> None:
         share = kernel_share(runs["after"].sample_step)
         flops = speed.flops(runs["after"].sample_step)
         kernel_seconds = share * best["after"]
-        rows.append((after["name"], best, share, kernel_seconds, flops))
-        print(f"{after['name']:30s} before {1e3 * best['before']:6.0f} ms  after {1e3 * best['after']:6.0f} ms "
-              f"({best['after'] / best['before']:.2f})  kernels {100 * share:3.0f}% = {1e3 * kernel_seconds:5.0f} ms  "
-              f"floor/before {kernel_seconds / best['before']:.2f}  kernels at {flops / kernel_seconds / 1e9:5.1f} GFLOP/s "
+        before = best.get("before", float("nan"))
+        print(f"{after['name']:30s} before {1e3 * before:6.0f} ms  after {1e3 * best['after']:6.0f} ms "
+              f"({best['after'] / before:.2f})  kernels {100 * share:3.0f}% = {1e3 * kernel_seconds:5.0f} ms  "
+              f"floor/before {kernel_seconds / before:.2f}  kernels at {flops / kernel_seconds / 1e9:5.1f} GFLOP/s "
               f"({100 * flops / kernel_seconds / 1e9 / peak:3.0f}% of ceiling)", flush=True)
 
 
