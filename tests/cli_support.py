@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+from lightning.pytorch.callbacks import Callback
 
 REPO = Path(__file__).resolve().parents[1]
 FOLEYGENEX_TINY = str(REPO / "configs" / "foleygenex" / "tiny.yaml")
@@ -60,6 +63,58 @@ def last_checkpoint(root: Path) -> Path:
     return candidates[-1]
 
 
+class ShardingProbe(Callback):
+    """A callback (``--trainer.callbacks+=cli_support.ShardingProbe``) that writes, per rank, the training
+    loss of every step and how the module's parameters are held (:func:`describe_sharding`) to
+    ``<default_root_dir>/probe_rank<r>.json``."""
+
+    def __init__(self):
+        self.losses: list[float] = []
+        self.units: dict = {}
+
+    def on_train_start(self, trainer, module):
+        self.units = describe_sharding(module)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+    def on_fit_end(self, trainer, module):
+        path = Path(trainer.default_root_dir) / f"probe_rank{trainer.global_rank}.json"
+        path.write_text(json.dumps({"losses": self.losses, "units": self.units, "world_size": trainer.world_size}))
+
+
+def describe_sharding(module) -> dict:
+    """For each declared block of the network and the EMA network, and each frozen component: whether it is
+    its own FSDP2 unit (its ``fully_shard`` group holds exactly its parameters) and, per parameter,
+    [placements ("plain" for a tensor), local numel, full numel]."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+
+    from avgen.nn.blocks import declared_blocks
+
+    def params(part):
+        return [[str(p.placements) if isinstance(p, DTensor) else "plain", p.to_local().numel() if isinstance(p, DTensor)
+                 else p.numel(), p.numel()] for p in part.parameters()]
+
+    def own_unit(part) -> bool:
+        if not isinstance(part, FSDPModule):
+            return False
+        group = part._get_fsdp_state()._fsdp_param_group
+        return group is not None and {id(p.sharded_param) for p in group.fsdp_params} == {id(p) for p in part.parameters()}
+
+    networks = {"network": module.network}
+    if module.ema_network is not None:
+        networks["ema_network.module"] = module.ema_network.module
+    described = {}
+    for prefix, network in networks.items():
+        described[prefix] = {"unit": isinstance(network, FSDPModule), "params": []}
+        for index, block in enumerate(declared_blocks(network)):
+            described[f"{prefix}.block{index}"] = {"unit": own_unit(block), "params": params(block)}
+    for name in module.frozen_module_names():
+        described[name] = {"unit": isinstance(getattr(module, name), FSDPModule), "params": params(getattr(module, name))}
+    return described
+
+
 def run_avgen_commands(commands: list[list[str]]) -> None:
     """Run several ``avgen`` commands one after another in this process.
 
@@ -74,7 +129,6 @@ def run_avgen_commands(commands: list[list[str]]) -> None:
 
 
 if __name__ == "__main__":  # python tests/cli_support.py '<JSON list of avgen argument lists>'
-    import json
     import sys
 
     run_avgen_commands(json.loads(sys.argv[1]))
