@@ -71,36 +71,49 @@ class ShardingProbe(Callback):
     def __init__(self):
         self.losses: list[float] = []
         self.units: dict = {}
+        self.leaf_calls = 0
 
     def on_train_start(self, trainer, module):
+        from avgen.nn.blocks import declared_blocks
+
         self.units = describe_sharding(module)
+        # calls of a leaf inside the network's first block: once per step, twice when the block is
+        # recomputed in backward (activation checkpointing); the EMA network only runs in validation
+        block = declared_blocks(module.network)[0]
+        leaf = next(m for m in block.modules() if m is not block and not list(m.children()))
+        leaf.register_forward_pre_hook(lambda *args: setattr(self, "leaf_calls", self.leaf_calls + 1))
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         self.losses.append(float(outputs["loss"]))
 
     def on_fit_end(self, trainer, module):
         path = Path(trainer.default_root_dir) / f"probe_rank{trainer.global_rank}.json"
-        path.write_text(json.dumps({"losses": self.losses, "units": self.units, "world_size": trainer.world_size}))
+        path.write_text(json.dumps({"losses": self.losses, "units": self.units, "world_size": trainer.world_size,
+                                    "leaf_calls_per_step": self.leaf_calls / max(len(self.losses), 1)}))
 
 
 def describe_sharding(module) -> dict:
     """For each declared block of the network and the EMA network, and each frozen component: whether it is
-    its own FSDP2 unit (its ``fully_shard`` group holds exactly its parameters) and, per parameter,
-    [placements ("plain" for a tensor), local numel, full numel]."""
+    its own FSDP2 unit (its ``fully_shard`` group holds exactly its parameters), per parameter
+    [placements ("plain" for a tensor), local numel, full numel], and for blocks the composable APIs
+    applied to them (``fully_shard``, ``checkpoint``)."""
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 
     from avgen.nn.blocks import declared_blocks
 
+    from torch.distributed._composable.contract import _get_registry
+
     def params(part):
-        return [[str(p.placements) if isinstance(p, DTensor) else "plain", p.to_local().numel() if isinstance(p, DTensor)
-                 else p.numel(), p.numel()] for p in part.parameters()]
+        return [[str(p.placements), p.to_local().numel(), p.numel()] if isinstance(p, DTensor)
+                else ["plain", p.numel(), p.numel()] for p in part.parameters()]
 
     def own_unit(part) -> bool:
         if not isinstance(part, FSDPModule):
             return False
         group = part._get_fsdp_state()._fsdp_param_group
-        return group is not None and {id(p.sharded_param) for p in group.fsdp_params} == {id(p) for p in part.parameters()}
+        own = {id(p) for p in part.parameters()}
+        return group is not None and {id(p.sharded_param) for p in group.fsdp_params} == own
 
     networks = {"network": module.network}
     if module.ema_network is not None:
@@ -109,9 +122,11 @@ def describe_sharding(module) -> dict:
     for prefix, network in networks.items():
         described[prefix] = {"unit": isinstance(network, FSDPModule), "params": []}
         for index, block in enumerate(declared_blocks(network)):
-            described[f"{prefix}.block{index}"] = {"unit": own_unit(block), "params": params(block)}
+            described[f"{prefix}.block{index}"] = {"unit": own_unit(block), "params": params(block),
+                                                   "apis": sorted(_get_registry(block) or {})}
     for name in module.frozen_module_names():
-        described[name] = {"unit": isinstance(getattr(module, name), FSDPModule), "params": params(getattr(module, name))}
+        component = getattr(module, name)
+        described[name] = {"unit": isinstance(component, FSDPModule), "params": params(component)}
     return described
 
 

@@ -67,7 +67,8 @@ def test_trainable_speecht5_uses_every_layer_every_step(layerdrop_speecht5):
 
 
 @pytest.mark.slow
-def test_two_process_ddp_and_fsdp2_fits_foleygenex_and_omnisonic_with_a_trainable_speecht5(layerdrop_speecht5, tmp_path):
+def test_two_process_ddp_and_fsdp2_fits_foleygenex_and_omnisonic_with_a_trainable_speecht5(layerdrop_speecht5,
+                                                                                           tmp_path):
     """The suite's 2-process fits (CPU, gloo), all in one launch of the ranks (tests/cli_support.py):
 
     * FoleyGenEx's tiny config under DDP: its BalancedDataModule shards the batches per rank itself (no
@@ -76,7 +77,8 @@ def test_two_process_ddp_and_fsdp2_fits_foleygenex_and_omnisonic_with_a_trainabl
       generation by the sharded EMA network): every declared block is its own unit sharded over the 2
       ranks, frozen encoders are plain replicated tensors, the losses and the gathered weights (network
       and EMA) equal DDP's, and the single-file checkpoint loads into a fresh module (``weights_only``);
-    * a resume of its step-2 checkpoint (written mid-run) ends with its step-3 weights: exact resume;
+    * a resume of its step-2 checkpoint (written mid-run), with ``checkpoint_blocks`` (each block recomputed in
+      backward), ends with its step-3 weights: exact resume, and recomputation gives the same gradients;
     * OmniSonic's tiny config with a trainable SpeechT5 whose config asks for LayerDrop 0.9: DDP fails at
       the second step if a step leaves a layer without gradient (the encoder must use every layer).
     """
@@ -86,12 +88,15 @@ def test_two_process_ddp_and_fsdp2_fits_foleygenex_and_omnisonic_with_a_trainabl
 
     ddp = ["--trainer.strategy=ddp", "--trainer.devices=2"]
     fsdp2 = ['--trainer.strategy={"class_path": "avgen.training.BlockFullyShardStrategy"}', "--trainer.devices=2"]
+    fsdp2_recomputed = ['--trainer.strategy={"class_path": "avgen.training.BlockFullyShardStrategy", '
+                        '"init_args": {"checkpoint_blocks": true}}', "--trainer.devices=2"]
     roots = {name: tmp_path / name for name in ("ddp", "fsdp2", "fsdp2_resumed", "omnisonic")}
 
     def foleygenex(strategy: list[str], root: Path, steps: int, *extra: str) -> list[str]:
         return [
             "fit", "--config", FOLEYGENEX_TINY, *FOLEYGENEX_FAST, *strategy, f"--trainer.default_root_dir={root}",
-            f"--trainer.max_steps={steps}", "--trainer.use_distributed_sampler=false",  # BalancedDataModule shards per rank
+            f"--trainer.max_steps={steps}",
+            "--trainer.use_distributed_sampler=false",  # BalancedDataModule shards per rank
             "--trainer.val_check_interval=3", "--model.init_args.num_val_generate_batches=1",
             "--trainer.callbacks+=cli_support.ShardingProbe", *extra,
         ]
@@ -107,11 +112,12 @@ def test_two_process_ddp_and_fsdp2_fits_foleygenex_and_omnisonic_with_a_trainabl
         "--model.init_args.duration=1.0",
     ]
     at_step2 = ('--trainer.callbacks+={"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": '
-                f'{{"dirpath": "{roots["fsdp2"]}", "filename": "at_step2", "every_n_train_steps": 2, "save_top_k": 1}}}}')
+                f'{{"dirpath": "{roots["fsdp2"]}", "filename": "at_step2", "every_n_train_steps": 2, '
+                '"save_top_k": 1}}')
     commands = [
         foleygenex(ddp, roots["ddp"], 3),
         foleygenex(fsdp2, roots["fsdp2"], 3, at_step2),
-        foleygenex(fsdp2, roots["fsdp2_resumed"], 3, f"--ckpt_path={roots['fsdp2'] / 'at_step2.ckpt'}",
+        foleygenex(fsdp2_recomputed, roots["fsdp2_resumed"], 3, f"--ckpt_path={roots['fsdp2'] / 'at_step2.ckpt'}",
                    "--trainer.limit_val_batches=0"),
         omnisonic,
     ]
@@ -161,7 +167,13 @@ def test_two_process_ddp_and_fsdp2_fits_foleygenex_and_omnisonic_with_a_trainabl
                 if k.startswith("network."))
     assert moved > 1e-4  # step 3 changed the weights by far more than the tolerance
 
-    # Exact resume of the sharded run's mid-run checkpoint (weights, EMA, optimizer states, data position).
+    # Exact resume of the sharded run's mid-run checkpoint (weights, EMA, optimizer states, data position),
+    # stepped with the network's blocks recomputed in backward (the EMA network's are not: never backpropagated).
+    recomputed = [probe["units"] for probe in probes["fsdp2_resumed"]]
+    assert all(recomputed[0][name]["apis"] == (["checkpoint", "fully_shard"] if name.startswith("network.")
+                                               else ["fully_shard"]) for name in blocks)
+    assert all(units[0][name]["apis"] == ["fully_shard"] for name in blocks)
+    assert probes["fsdp2"][0]["leaf_calls_per_step"] == 1 and probes["fsdp2_resumed"][0]["leaf_calls_per_step"] == 2
     resumed = torch.load(last_checkpoint(roots["fsdp2_resumed"]), map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 3
     for rank in (0, 1):

@@ -36,7 +36,6 @@ from typing import Any, Literal
 import torch
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
-from torch import nn
 from torch.nn import Module
 
 from avgen.nn.blocks import declared_blocks, fsdp_auto_wrap_policy
@@ -174,9 +173,9 @@ class BlockFullyShardStrategy(ModelParallelStrategy):
     Args:
         param_dtype: the dtype blocks compute in (``bf16``, ``fp16``, ``fp32``; None: the parameters'
             own). Shards and optimizer states keep the parameters' dtype (fp32 master weights).
-        reduce_dtype: the dtype gradients are reduce-scattered in (``fp32`` with ``param_dtype: bf16``).
-            Required for a network whose blocks mix fp32 and bf16 parameters (Harmony's
-            ``to_mixed_precision``): reduce-scatter needs one gradient dtype per unit.
+        reduce_dtype: the dtype gradients are reduce-scattered in (``fp32`` with ``param_dtype: bf16``);
+            also what lets a unit whose parameters mix dtypes train (reduce-scatter takes one gradient
+            dtype per unit).
         reshard_after_forward: free each block's gathered parameters after its forward (``FULL_SHARD``
             / ZeRO-3, least memory); False keeps them to the backward (``SHARD_GRAD_OP`` / ZeRO-2).
         checkpoint_blocks: recompute each sharded block in the backward pass (use it or the network's
@@ -249,7 +248,8 @@ class BlockFullyShardStrategy(ModelParallelStrategy):
             if any(id(p) in covered for p in child.parameters()) or isinstance(child, FSDPModule):
                 continue  # a network, the EMA wrapper, or already sharded
             if any(p.requires_grad for p in child.parameters()):
-                fully_shard(child, mesh=mesh, mp_policy=self.mp_policy, reshard_after_forward=self.reshard_after_forward)
+                fully_shard(child, mesh=mesh, mp_policy=self.mp_policy,
+                            reshard_after_forward=self.reshard_after_forward)
         loose = [n for n, p in model.named_parameters(recurse=False) if p.requires_grad]
         if loose:
             raise ValueError(f"{type(model).__name__} has trainable parameters outside any submodule ({loose}); "
@@ -259,7 +259,7 @@ class BlockFullyShardStrategy(ModelParallelStrategy):
         """Resume from a single-file checkpoint: each rank reads the file and keeps its own shards.
 
         Lightning's loader of a full checkpoint sets one parameter at a time, broadcast from rank 0
-        (247 collectives for the tiny FoleyGenEx; 2x the resume time), and its strict key check counts
+        (one collective per tensor, most of a short resumed run's time), and its strict key check counts
         the frozen components avgen leaves out of checkpoints (rebuilt from the config) as missing.
         Here the module's keys are checked as a plain resume checks them, then the weights and the
         optimizer states are set in one call each, every rank slicing its shards from the full tensors
