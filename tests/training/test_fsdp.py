@@ -53,3 +53,19 @@ def test_harmony_paper_config_names_the_fsdp2_strategy():
     assert strategy["class_path"] == "avgen.training.BlockFullyShardStrategy"
     built = BlockFullyShardStrategy(**strategy["init_args"])
     assert built.checkpoint_blocks and built.mp_policy.param_dtype == torch.bfloat16
+
+
+def test_scalar_parameters_stay_out_of_units_when_frozen_and_are_refused_when_trained():
+    """fully_shard cannot split a 0-dim parameter (SpeechT5's positional ``alpha``): a frozen one stays a plain
+    tensor outside the unit; a trainable one would go un-averaged across ranks, so it is refused by name."""
+    from transformers import SpeechT5Config, SpeechT5ForTextToSpeech
+
+    from avgen.conditioning.speech import KNOWN_CONFIGS, TINY_SPEECHT5
+    from avgen.training.fsdp import _scalars
+
+    encoder = SpeechT5ForTextToSpeech(SpeechT5Config(**KNOWN_CONFIGS[TINY_SPEECHT5])).speecht5.encoder
+    with pytest.raises(ValueError, match=r"trainable scalar parameters \['prenet.encode_positions.alpha'\] of "
+                                         r"speech_encoder.*freeze them"):
+        _scalars(encoder, "speech_encoder")
+    encoder.requires_grad_(False)
+    assert _scalars(encoder) == {encoder.prenet.encode_positions.alpha}

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import torch
 from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
+from torch import nn
 from torch.nn import Module
 
 from avgen.nn.blocks import declared_blocks, fsdp_auto_wrap_policy
@@ -134,9 +135,10 @@ def fully_shard_network(
             from torch.distributed._composable import checkpoint
 
             checkpoint(block)
-        fully_shard(block, reshard_after_forward=reshard_after_forward, **options)
+        fully_shard(block, reshard_after_forward=reshard_after_forward, ignored_params=_scalars(block), **options)
     if not isinstance(network, FSDPModule):
-        fully_shard(network, reshard_after_forward=root_reshard_after_forward, **options)
+        fully_shard(network, reshard_after_forward=root_reshard_after_forward, ignored_params=_scalars(network),
+                    **options)
         for name in FORWARD_METHODS:
             if callable(getattr(network, name, None)):
                 register_fsdp_forward_method(network, name)
@@ -158,8 +160,9 @@ class BlockFullyShardStrategy(ModelParallelStrategy):
     requires to be overridden); any module whose networks declare ``block_classes`` trains sharded.
 
     **Units.** Per network (the trained one and the EMA copy): each outermost declared block, then
-    the root (:func:`fully_shard_network`). Other top-level submodules with trainable parameters
-    (OmniSonic's trainable speech encoder) become one unit each, gathered around their ``forward``.
+    the root (:func:`fully_shard_network`). Other top-level submodules with trainable parameters become
+    one unit each, gathered around their ``forward`` (OmniSonic's trainable SpeechT5 is refused with a
+    clear error: its positional ``alpha`` is a trainable scalar, which ``fully_shard`` cannot split).
     Frozen components (codec, pretrained encoders: no parameter with ``requires_grad``) are not
     sharded: every rank keeps its own full copy, as under DDP (no communication; they are dropped from
     checkpoints and rebuilt from the config, :mod:`avgen.models.base`). The EMA copy's units are
@@ -248,7 +251,7 @@ class BlockFullyShardStrategy(ModelParallelStrategy):
             if any(id(p) in covered for p in child.parameters()) or isinstance(child, FSDPModule):
                 continue  # a network, the EMA wrapper, or already sharded
             if any(p.requires_grad for p in child.parameters()):
-                fully_shard(child, mesh=mesh, mp_policy=self.mp_policy,
+                fully_shard(child, mesh=mesh, mp_policy=self.mp_policy, ignored_params=_scalars(child, name),
                             reshard_after_forward=self.reshard_after_forward)
         loose = [n for n, p in model.named_parameters(recurse=False) if p.requires_grad]
         if loose:
@@ -287,6 +290,22 @@ class BlockFullyShardStrategy(ModelParallelStrategy):
             state = _rekey_optimizer_state_if_needed(state, module)
             set_optimizer_state_dict(module, optimizer, optim_state_dict=state, options=options)
         return checkpoint
+
+
+def _scalars(module: Module, name: str | None = None) -> set[nn.Parameter]:
+    """The frozen 0-dim parameters of ``module``, which ``fully_shard`` cannot shard: left out of the unit, a
+    plain tensor on every rank (they never change). A trainable one cannot be left out (its gradient would
+    not be averaged over the ranks): a clear error instead."""
+    scalars = {n: p for n, p in module.named_parameters() if p.ndim == 0}
+    trainable = [n for n, p in scalars.items() if p.requires_grad]
+    if trainable:
+        where = name or type(module).__name__
+        raise ValueError(
+            f"BlockFullyShardStrategy cannot shard the trainable scalar parameters {trainable[:5]} of {where} "
+            "(fully_shard splits dim 0): freeze them, make them 1-element tensors, or train with DDP "
+            "(e.g. SpeechT5's positional `alpha` when the speech encoder is trainable)"
+        )
+    return set(scalars.values())
 
 
 def _check_keys(module: Module, state_dict: dict[str, Any]) -> None:
