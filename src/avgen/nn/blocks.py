@@ -11,7 +11,9 @@ every instance of those classes:
   parameter names and state-dict keys do not change, the Python glue between blocks stays eager);
 * :func:`fsdp_auto_wrap_policy` / :func:`fsdp_block_classes`: an FSDP auto-wrap policy that shards
   by block (Lightning's ``FSDPStrategy(auto_wrap_policy=...)``; see
-  :class:`avgen.training.BlockFSDPStrategy`, which reads the classes from the module's network).
+  :class:`avgen.training.BlockFSDPStrategy`, which reads the classes from the module's network);
+  FSDP2 applies ``fully_shard`` to the same :func:`declared_blocks`
+  (:class:`avgen.training.BlockFullyShardStrategy`).
 
 Only the outermost declared blocks count: a declared class nested inside another declared block
 (MMAudio's :class:`StreamBlock` inside a :class:`JointBlock`) is handled by its parent.

@@ -1,4 +1,8 @@
-"""Lightning's FSDP strategy with Harmony's wrap and activation-checkpointing policy filled in.
+"""Lightning's FSDP1 strategy with Harmony's wrap and activation-checkpointing policy filled in.
+
+``configs/harmony/paper.yaml`` now shards with FSDP2 instead, :class:`avgen.training.BlockFullyShardStrategy`
+(``checkpoint_blocks: true``), which reads the same units from ``HarmonyNetwork.block_classes`` and which
+the suite trains with on CPU; this FSDP1 strategy stays for GPU runs that prefer it (the stage configs).
 
 At paper size (about 12.8B trainable parameters, Supp §2 fine-tunes every one at lr 1e-5) AdamW's
 states alone exceed an 80 GB GPU under DDP, so ``configs/harmony/paper.yaml`` shards with FSDP: each

@@ -284,11 +284,11 @@ class HarmonyNetwork(nn.Module):
         v = v + gldi(v, target if geometry.mode == "on" else audio_latents, geometry, direction="a2v")
         # 3. audio: V2A on the target tokens, global style on the reference tokens (Eq. 7)
         if geometry.mode == "on":
-            parts = []
-            if num_ref:
-                reference = a_read[:, :num_ref]
-                parts.append(reference + gldi(reference, v_read, geometry, direction="global"))
-            parts.append(target + gldi(target, v_read, geometry, direction="v2a"))
+            # the global path runs even without reference tokens (an empty update): every rank then calls
+            # the GLDI unit equally often, as sharded training needs (one all-gather per call, FSDP)
+            reference = a_read[:, :num_ref]
+            parts = [reference + gldi(reference, v_read, geometry, direction="global"),
+                     target + gldi(target, v_read, geometry, direction="v2a")]
         else:  # Ovi-style baseline: every audio latent token [R | A] reads every video token
             parts = [audio_latents + gldi(audio_latents, v_read, geometry, direction="v2a")]
         a = torch.cat([*parts, a_read[:, num_ref + num_target :]], dim=1)
