@@ -1,5 +1,6 @@
-"""Item 5: resume is exact. A run killed with SIGKILL and resumed with ``--ckpt_path last`` ends with the
-weights, EMA and optimizer state of the uninterrupted run, bit for bit on CPU; the training loaders
+"""Item 5: resume is exact. A run killed with SIGKILL and resumed with ``--ckpt_path last`` (and a run that
+stopped at max_steps mid-epoch, resumed with a larger one) ends with the weights, EMA and optimizer state of
+the uninterrupted run, bit for bit on CPU; the training loaders
 resume at the first batch not trained on (no repeat, no gap) and draw a new order every epoch."""
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ def test_step_randomness_depends_only_on_the_step():
 
 
 # ------------------------------------------------------------------------------ kill -9 and resume
-STEPS, EVERY, KILL_AT = 10, 3, 6  # 4 batches per epoch: killed mid-epoch 1, resumed across the start of epoch 2
+# 4 batches per epoch: killed mid-epoch 1 (step 6), resumed to a max_steps that ends mid-epoch 1 too (step 7),
+# then resumed again across the start of epoch 2
+STEPS, EVERY, KILL_AT, STOP_AT = 10, 3, 6, 7
 
 
 def tiny_config(tmp_path: Path) -> Path:
@@ -156,6 +159,13 @@ def test_kill_9_and_resume_gives_the_uninterrupted_weights_bit_for_bit(tmp_path)
     interrupted = last_checkpoint(killed_root)
     assert training_state(interrupted)["global_step"] == KILL_AT
 
+    # A fit that ends at max_steps in the middle of an epoch, resumed with a larger max_steps, continues with
+    # that epoch's next batch (ResumableCheckpoints saves last.ckpt at the last step, before Lightning marks
+    # the cut-short epoch completed).
+    main(fit_args(config, killed_root, "--ckpt_path=last", f"--trainer.max_steps={STOP_AT}"))
+    stopped = torch.load(last_checkpoint(killed_root), map_location="cpu", weights_only=True)
+    assert stopped["global_step"] == STOP_AT
+    assert stopped["loops"]["fit_loop"]["epoch_progress"]["current"]["completed"] == 1  # epoch 1 not completed
     main(fit_args(config, killed_root, "--ckpt_path=last"))
 
     expected = training_state(last_checkpoint(tmp_path / "uninterrupted"))

@@ -99,8 +99,12 @@ class ResumableCheckpoints(L.Callback):
             return path
         trainer.save_checkpoint(str(path), weights_only=False)  # the full training state, for resuming
         self._saved_step = trainer.global_step
-        # ModelCheckpoint's own later saves of last.ckpt then overwrite this file instead of adding last-v1.ckpt.
+        # ModelCheckpoint's own later saves of last.ckpt then overwrite this file instead of adding last-v1.ckpt,
+        # and it knows last.ckpt is written: its on_train_end would otherwise rewrite it after Lightning has
+        # marked a cut-short epoch completed (the state a resume must not see, see on_train_batch_end).
         callback.last_model_path = str(path)
+        if hasattr(callback, "_last_checkpoint_saved"):
+            callback._last_checkpoint_saved = str(path)
         log.warning("%s: saved %s at step %d (resume with --ckpt_path last)", why, path, trainer.global_step)
         return path
 
@@ -131,6 +135,10 @@ class ResumableCheckpoints(L.Callback):
         if self._interrupted:
             self.save_last(trainer, "interrupted (SIGINT)")
             trainer.should_stop = True
+        elif self.save_at_end and 0 < trainer.max_steps <= trainer.global_step:
+            # the last step: save here, where a periodic save would, not in on_train_end, by when Lightning has
+            # marked a cut-short epoch completed (a resume with a larger max_steps would skip its other batches)
+            self.save_last(trainer, "end of fit")
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._restore_handler()
