@@ -5,6 +5,7 @@ tests/reliability/test_paper_scale.py, folded into the suite's one 2-process lau
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ import yaml
 from avgen.training import BlockFullyShardStrategy
 from tests.models.harmony.test_network import _conditions, _latents, _network
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_harmony_calls_every_unit_equally_often_with_or_without_reference_audio():
