@@ -97,12 +97,11 @@ def describe_sharding(module) -> dict:
     its own FSDP2 unit (its ``fully_shard`` group holds exactly its parameters), per parameter
     [placements ("plain" for a tensor), local numel, full numel], and for blocks the composable APIs
     applied to them (``fully_shard``, ``checkpoint``)."""
+    from torch.distributed._composable.contract import _get_registry
     from torch.distributed.fsdp import FSDPModule
     from torch.distributed.tensor import DTensor
 
     from avgen.nn.blocks import declared_blocks
-
-    from torch.distributed._composable.contract import _get_registry
 
     def params(part):
         return [[str(p.placements), p.to_local().numel(), p.numel()] if isinstance(p, DTensor)
